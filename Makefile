@@ -1,0 +1,60 @@
+# cnnstudy: `make` lists the targets. Every target sets up .venv itself.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXP ?= experiments/default.toml
+ARGS ?=
+PORT ?= 5000
+
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export PYTHONUNBUFFERED := 1
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "setting up $(VENV) (first run installs TensorFlow, keras-tuner, MLflow: a few minutes)"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: help
+help: ## list the targets
+	@echo "cnnstudy: which CNN design choice wins? (padding; max/avg pool vs stride)"
+	@echo
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@echo
+	@echo "  variables: EXP=experiments/<study>.toml (default $(EXP)), ARGS='--set study.seeds=1'"
+
+.PHONY: install
+install: $(BIN)/.installed ## create .venv and install cnnstudy (the other targets do this too)
+
+.PHONY: sweep
+sweep: $(BIN)/.installed ## tune + replicate every variant of EXP, logging to MLflow
+	$(BIN)/cnnstudy sweep $(EXP) $(ARGS)
+
+.PHONY: shapes
+shapes: $(BIN)/.installed ## print every variant's layer shapes, params and MACs
+	$(BIN)/cnnstudy shapes $(EXP) $(ARGS)
+
+.PHONY: ui
+ui: $(BIN)/.installed ## serve the MLflow UI on http://127.0.0.1:$(PORT)
+	$(BIN)/cnnstudy ui --port $(PORT)
+
+.PHONY: test
+test: $(BIN)/.installed ## run the fast test suite (slow tests excluded)
+	$(BIN)/python -m pytest -q
+
+.PHONY: test-slow
+test-slow: $(BIN)/.installed ## run only the slow tests (real training)
+	$(BIN)/python -m pytest -q -m slow
+
+.PHONY: lint
+lint: $(BIN)/.installed ## ruff check
+	$(BIN)/ruff check cnnstudy tests
+
+.PHONY: clean
+clean: ## remove generated state: MLflow store, artifacts, tuner state (keeps .venv, results/)
+	rm -rf mlflow.db mlartifacts mlruns .cnnstudy .pytest_cache

