@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,11 @@ REGISTRY: dict[str, DatasetInfo] = {
 
 
 def keras_cache_dir() -> Path:
-    return Path(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras"))) / "datasets"
+    """Where keras.utils.get_file caches datasets (it falls back to /tmp if not writable)."""
+    home = Path(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")))
+    if home.exists() and not os.access(home, os.W_OK):
+        home = Path("/tmp/.keras")
+    return home / "datasets"
 
 
 # ---------------------------------------------------------------- offline
@@ -178,6 +183,7 @@ def _from_keras(name: str) -> Raw:
 
 _CORRUPT = (
     EOFError, OSError, KeyError, ValueError, tarfile.TarError, pickle.UnpicklingError,
+    zipfile.BadZipFile,
 )
 
 

@@ -253,7 +253,8 @@ class Sweep:
         }
         if stage == REPLICATE:
             metrics.update(self._evaluate(model, settings))
-        self.tracker.log_metrics(run_id, metrics, step=settings["epochs"])
+        final = {k: v for k, v in metrics.items() if k not in training.EPOCH_METRICS}
+        self.tracker.log_metrics(run_id, final, step=settings["epochs"])  # curves logged per epoch
         self._log_curve(run_id, fit.history, variant.name, seed)
         return metrics
 

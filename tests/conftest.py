@@ -1,0 +1,38 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
+
+
+@pytest.fixture
+def write_study(tmp_path):
+    """Write a study file body to a temp .toml and return its path."""
+
+    def _write(body: str, name: str = "study.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(body)
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def isolated_store(tmp_path, monkeypatch):
+    """A fresh sqlite MLflow store, tuner state dir and results dir for one test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("CNNSTUDY_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    return tmp_path
+
+
+def random_images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)

@@ -1,0 +1,170 @@
+"""End to end: a tiny sweep into a temporary sqlite store, read back from MLflow."""
+
+import os
+import shutil
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnnstudy import training
+from cnnstudy.cli import main
+from cnnstudy.config import load_study
+from cnnstudy.datasets import REGISTRY, Splits, load_splits
+from cnnstudy.models import build_model, compile_model
+from cnnstudy.variants import VARIANTS
+from tests.conftest import EXPERIMENTS, ROOT
+
+TINY = ["--set", "study.limit=300", "--set", "study.seeds=2",
+        "--set", "scientific.downsamplings=['maxpool','stride']"]
+PARAMS = {"variant", "padding", "downsample", "seed", "dataset", "epochs", "batch_size",
+          "learning_rate", "optimizer", "stage"}
+FINAL = {"test_accuracy", "test_loss", "params", "macs", "train_seconds",
+         "train_images_per_second", "infer_images_per_second"}
+EPOCH = {"loss", "accuracy", "val_loss", "val_accuracy"}
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    """Run the smoke study shrunk to 4 variants x 2 seeds, twice (the second is a re-run)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    shutil.copytree(ROOT / "experiments", tmp / "experiments")
+    old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "CNNSTUDY_STATE_DIR")}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+    os.environ["CNNSTUDY_STATE_DIR"] = str(tmp / "state")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        assert main(["sweep", "experiments/smoke.toml", *TINY]) == 0
+        first = mlflow.search_runs(experiment_names=["smoke"])
+        assert main(["sweep", "experiments/smoke.toml", *TINY]) == 0
+        second = mlflow.search_runs(experiment_names=["smoke"])
+        yield tmp, first, second
+    finally:
+        os.chdir(cwd)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_parent_and_children_are_tagged_and_complete(tiny_sweep):
+    _, runs, _ = tiny_sweep
+    parents = runs[runs["tags.cnnstudy.kind"] == "sweep"]
+    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
+    parent = parents.iloc[0]
+    for tag in ("git_commit", "backend", "device", "fingerprint"):
+        assert parent[f"tags.cnnstudy.{tag}"], tag
+    assert parent["tags.version.keras"].startswith("3.")
+    trials = runs[runs["tags.cnnstudy.kind"] == "trial"]
+    assert (trials["tags.mlflow.parentRunId"] == parent["run_id"]).all()
+    assert trials["tags.cnnstudy.stage"].value_counts().to_dict() == {"tune": 4, "replicate": 8}
+    assert (trials["status"] == "FINISHED").all()
+    for name in PARAMS:
+        assert trials[f"params.{name}"].notna().all(), name
+    rep = trials[trials["tags.cnnstudy.stage"] == "replicate"]
+    for name in FINAL | EPOCH:
+        assert rep[f"metrics.{name}"].notna().all(), name
+    # the seeds are a grid factor: every variant x seed exactly once
+    pairs = rep[["params.variant", "params.seed"]].value_counts()
+    assert len(pairs) == 8 and (pairs == 1).all()
+    assert ((rep["metrics.test_accuracy"] > 0) & (rep["metrics.test_accuracy"] <= 1)).all()
+    # tuning never looks at the test split
+    assert trials[trials["tags.cnnstudy.stage"] == "tune"].get("metrics.test_accuracy", pd.Series()).isna().all()
+
+
+def test_per_epoch_curves_and_artifacts_are_logged(tiny_sweep):
+    _, runs, _ = tiny_sweep
+    client = mlflow.tracking.MlflowClient()
+    run_id = runs[runs["tags.cnnstudy.stage"] == "replicate"].iloc[0]["run_id"]
+    history = client.get_metric_history(run_id, "val_accuracy")
+    assert [m.step for m in history] == [1]  # smoke: one epoch
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"layers.csv", "learning_curve.png"} <= names
+    parent = runs[runs["tags.cnnstudy.kind"] == "sweep"].iloc[0]["run_id"]
+    assert {a.path for a in client.list_artifacts(parent)} >= {"study", "tuning"}
+
+
+def test_rerun_adds_no_duplicates(tiny_sweep):
+    _, first, second = tiny_sweep
+    assert len(first) == len(second) == 1 + 4 + 8
+    assert set(first["run_id"]) == set(second["run_id"])
+
+
+def test_runs_csv_is_read_back_from_mlflow(tiny_sweep):
+    tmp, runs, _ = tiny_sweep
+    csv = pd.read_csv(tmp / "results/smoke/runs.csv")
+    rep = runs[runs["tags.cnnstudy.stage"] == "replicate"].set_index("run_id")
+    assert len(csv) == 8 and set(csv["run_id"]) == set(rep.index)
+    for _, row in csv.iterrows():
+        assert row["test_accuracy"] == pytest.approx(rep.loc[row["run_id"], "metrics.test_accuracy"], rel=1e-5)
+    assert {"variant", "padding", "downsample", "seed", "learning_rate", *FINAL} <= set(csv.columns)
+
+
+def test_nan_trial_is_failed_with_reason_and_the_sweep_goes_on(isolated_store):
+    shutil.copy(ROOT / "experiments/smoke.toml", "experiments/smoke.toml")
+    args = ["sweep", "experiments/smoke.toml", "--set", "study.limit=200",
+            "--set", "scientific.downsamplings=['maxpool']", "--set", "scientific.paddings=['same']",
+            "--set", "nuisance.learning_rate=[0.001, 1e12]"]
+    assert main(args) == 0
+    runs = mlflow.search_runs(experiment_names=["smoke"])
+    tune = runs[runs["tags.cnnstudy.stage"] == "tune"].set_index("params.learning_rate")
+    assert tune.loc["1000000000000.0", "status"] == "FAILED"
+    assert tune.loc["1000000000000.0", "tags.cnnstudy.failure"] == "nan loss"
+    rep = runs[runs["tags.cnnstudy.stage"] == "replicate"]
+    assert len(rep) == 1 and rep.iloc[0]["status"] == "FINISHED"
+    assert rep.iloc[0]["params.learning_rate"] == "0.001"  # the best finite setting
+
+
+def test_same_seed_gives_same_data_order_for_every_variant(monkeypatch):
+    splits = load_splits("digits", val_fraction=0.2, test_fraction=0.2, split_seed=0, limit=300)
+    settings = {**load_study(ROOT / "experiments/digits.toml").settings({"learning_rate": 1e-3})}
+    seen: dict[tuple[str, int], list[np.ndarray]] = {}
+
+    def run(name, seed):
+        model = compile_model(build_model(VARIANTS[name], settings, (8, 8, 1), 10), settings)
+        original = model.fit
+        labels = seen.setdefault((name, seed), [])
+
+        def recording_fit(x, y, **kw):
+            labels.append(np.array(y))
+            return original(x, y, **kw)
+
+        monkeypatch.setattr(model, "fit", recording_fit)
+        training.fit(model, splits, seed=seed, epochs=2, batch_size=32)
+
+    for name in ("same_maxpool", "valid_stride"):
+        for seed in (0, 1):
+            run(name, seed)
+    for a, b in zip(seen[("same_maxpool", 0)], seen[("valid_stride", 0)], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(seen[("same_maxpool", 0)][0], seen[("same_maxpool", 1)][0])
+    assert not np.array_equal(seen[("same_maxpool", 0)][0], seen[("same_maxpool", 0)][1])
+
+
+def _stand_in(study, n=48):
+    """Offline data for offline studies; random images of the real shape otherwise."""
+    if REGISTRY[study.dataset].offline:
+        f = study.fixed
+        return load_splits(study.dataset, val_fraction=f["val_fraction"],
+                           test_fraction=f["test_fraction"], split_seed=0, limit=200)
+    rng = np.random.default_rng(0)
+    x = rng.random((n, *study.input_shape), dtype=np.float32)
+    y = np.arange(n) % study.n_classes
+    return Splits(study.dataset, x, y, x[:16], y[:16], x[:16], y[:16])
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_study_file_runs_a_tiny_trial_per_variant(path):
+    study = load_study(path, ["fixed.epochs=1"])
+    splits = _stand_in(study)
+    assert splits.input_shape == study.input_shape
+    for variant in study.variants:
+        settings = study.settings({k: s.values[0] for k, s in study.nuisance.items()})
+        model = compile_model(build_model(variant, settings, study.input_shape, study.n_classes), settings)
+        fit = training.fit(model, splits, seed=0, epochs=1, batch_size=16,
+                           augment_shift=settings["augment_shift"])
+        assert np.isfinite(fit.history["loss"][0])
+        assert 0.0 <= training.evaluate(model, splits.x_test, splits.y_test)["accuracy"] <= 1.0
