@@ -34,9 +34,7 @@ def plan(variant: Variant, settings: dict[str, Any], n_classes: int) -> list[Lay
     for s, width in enumerate(settings["stage_widths"], start=1):
         for c in range(1, n + 1):
             strided = (
-                variant.downsample == "stride"
-                and settings["stride_mode"] == "last_conv"
-                and c == n
+                variant.downsample == "stride" and settings["stride_mode"] == "last_conv" and c == n
             )
             layers.append(LayerSpec(f"s{s}_conv{c}", "conv", width, k, 2 if strided else 1, pad))
         if variant.downsample in ("maxpool", "avgpool"):
@@ -74,9 +72,7 @@ def conv_params(f: int, c_in: int, c_out: int) -> int:
     return f * f * c_in * c_out + c_out
 
 
-def shape_rows(
-    specs: list[LayerSpec], input_shape: tuple[int, int, int]
-) -> list[dict[str, Any]]:
+def shape_rows(specs: list[LayerSpec], input_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
     """Each layer's input/output shape, params and MACs by the formulas alone."""
     h, w, c = input_shape
     flat: int | None = None

@@ -90,19 +90,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     f = study.fixed
     splits = load_splits(
-        study.dataset, data_path=study.data_path, val_fraction=f["val_fraction"],
-        test_fraction=f["test_fraction"], split_seed=f["split_seed"], limit=study.limit,
+        study.dataset,
+        data_path=study.data_path,
+        val_fraction=f["val_fraction"],
+        test_fraction=f["test_fraction"],
+        split_seed=f["split_seed"],
+        limit=study.limit,
     )
     print(f"data: {splits.sizes()} loaded in {time.perf_counter() - started:.1f}s", flush=True)
 
     tracker, finished = SweepTracker.open(study.name, study.fingerprint, new=args.new)
     directory = state_root() / study.name / tracker.sweep_id
     if finished:
-        print(f"sweep {tracker.sweep_id} is already complete (MLflow run {tracker.parent_run_id}); "
-              "nothing to train. Use --new for a fresh sweep.")
+        print(
+            f"sweep {tracker.sweep_id} is already complete (MLflow run {tracker.parent_run_id}); "
+            "nothing to train. Use --new for a fresh sweep."
+        )
     else:
         if not tracker.client.search_runs(
-            [tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{tracker.parent_run_id}'",
+            [tracker.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{tracker.parent_run_id}'",
             max_results=1,
         ):
             clear_stale_state(directory)  # tuner state left from a deleted store
@@ -114,8 +121,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             sweep.run()
         except KeyboardInterrupt:
             tracker.close("KILLED")
-            print("\ninterrupted: finished trials are kept; run the same command to resume.",
-                  file=sys.stderr)
+            print(
+                "\ninterrupted: finished trials are kept; run the same command to resume.",
+                file=sys.stderr,
+            )
             return 130
         tracker.close("FINISHED")
     out = export_runs(tracker.client.get_run(tracker.parent_run_id), RESULTS / study.name)
@@ -143,8 +152,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from cnnstudy.tracking import tracking_uri
 
     uri = tracking_uri()
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)", flush=True)
     os.execv(sys.executable, cmd)
     return 0
@@ -161,10 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_study(p: argparse.ArgumentParser) -> None:
-        p.add_argument("study", nargs="?", default="experiments/default.toml",
-                       help="study file or name (default: experiments/default.toml)")
-        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override one value, e.g. --set study.seeds=1 (repeatable)")
+        p.add_argument(
+            "study",
+            nargs="?",
+            default="experiments/default.toml",
+            help="study file or name (default: experiments/default.toml)",
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override one value, e.g. --set study.seeds=1 (repeatable)",
+        )
 
     p = sub.add_parser("sweep", help="tune and replicate every variant, logging to MLflow")
     with_study(p)
@@ -206,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug or not isinstance(err, (StudyError, DataError, LookupError)):
             if args.debug:
                 raise
-            print(f"error: {type(err).__name__}: {err}\n(run with --debug for the traceback)",
-                  file=sys.stderr)
+            print(
+                f"error: {type(err).__name__}: {err}\n(run with --debug for the traceback)",
+                file=sys.stderr,
+            )
             return 1
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -10,11 +10,12 @@ import copy
 import hashlib
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from cnnstudy import datasets
 from cnnstudy.variants import DOWNSAMPLES, PADDINGS, STRIDE_MODES, Variant, select
@@ -208,7 +209,11 @@ def _check_types(merged: dict[str, Any], defaults: dict[str, Any], source: str) 
                 continue
             value = merged[section][key]
             ok = isinstance(value, type(default))
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            if (
+                isinstance(default, float)
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+            ):
                 merged[section][key] = float(value)
                 ok = True
             if isinstance(default, int) and isinstance(value, bool):
@@ -244,7 +249,9 @@ def _check_study(s: dict[str, Any], source: str) -> None:
 
 
 def _check_choice_list(value: list, allowed: tuple[str, ...], source: str, key: str) -> None:
-    _require(bool(value), source, f"[scientific] {key}:", f"is empty. Allowed: {_allowed(allowed)}.")
+    _require(
+        bool(value), source, f"[scientific] {key}:", f"is empty. Allowed: {_allowed(allowed)}."
+    )
     for item in value:
         _require(
             item in allowed,
@@ -290,14 +297,17 @@ def _check_fixed(f: dict[str, Any], source: str) -> None:
         "must leave at least 10% of the data for training.",
     )
     if "dropout" in f:
-        _require(0 <= f["dropout"] < 1, source, f"[fixed] dropout = {f['dropout']}:", "must be in [0, 1).")
+        _require(
+            0 <= f["dropout"] < 1,
+            source,
+            f"[fixed] dropout = {f['dropout']}:",
+            "must be in [0, 1).",
+        )
     for key in ("augment_shift", "probe_shift"):
         _require(f[key] >= 0, source, f"[fixed] {key} = {f[key]}:", "must be 0 or more pixels.")
 
 
-def _nuisance_specs(
-    nuisance: dict[str, Any], budget: int, source: str
-) -> dict[str, NuisanceSpec]:
+def _nuisance_specs(nuisance: dict[str, Any], budget: int, source: str) -> dict[str, NuisanceSpec]:
     if "learning_rate" not in nuisance:
         raise StudyError(
             f"{source}: [nuisance] must tune learning_rate: the comparison is only fair if "
@@ -313,11 +323,18 @@ def _nuisance_specs(
             continue
         _require(isinstance(value, dict), source, where, "use {min, max, sampling} or a list.")
         extra = set(value) - {"min", "max", "sampling"}
-        _require(not extra, source, where, f"unknown field(s) {sorted(extra)}; allowed: min, max, sampling.")
+        _require(
+            not extra,
+            source,
+            where,
+            f"unknown field(s) {sorted(extra)}; allowed: min, max, sampling.",
+        )
         _require({"min", "max"} <= set(value), source, where, "a range needs both min and max.")
         low, high = float(value["min"]), float(value["max"])
         sampling = value.get("sampling", "log")
-        _require(sampling in SAMPLINGS, source, where, f"sampling must be one of {_allowed(SAMPLINGS)}.")
+        _require(
+            sampling in SAMPLINGS, source, where, f"sampling must be one of {_allowed(SAMPLINGS)}."
+        )
         _require(
             low < high,
             source,

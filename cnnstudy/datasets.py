@@ -44,22 +44,38 @@ REGISTRY: dict[str, DatasetInfo] = {
         DatasetInfo("mnist5k", (28, 28, 1), 10, True, 255.0),
         DatasetInfo("digits", (8, 8, 1), 10, True, 16.0),
         DatasetInfo(
-            "mnist", (28, 28, 1), 10, False, 255.0,
+            "mnist",
+            (28, 28, 1),
+            10,
+            False,
+            255.0,
             "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
             ("mnist.npz",),
         ),
         DatasetInfo(
-            "fashion_mnist", (28, 28, 1), 10, False, 255.0,
+            "fashion_mnist",
+            (28, 28, 1),
+            10,
+            False,
+            255.0,
             "https://storage.googleapis.com/tensorflow/tf-keras-datasets/ (4 .gz files)",
             ("fashion-mnist",),
         ),
         DatasetInfo(
-            "cifar10", (32, 32, 3), 10, False, 255.0,
+            "cifar10",
+            (32, 32, 3),
+            10,
+            False,
+            255.0,
             "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
             ("cifar-10-batches-py-target", "cifar-10-batches-py-target_archive"),
         ),
         DatasetInfo(
-            "cifar100", (32, 32, 3), 100, False, 255.0,
+            "cifar100",
+            (32, 32, 3),
+            100,
+            False,
+            255.0,
             "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
             ("cifar-100-python-target", "cifar-100-python-target_archive"),
         ),
@@ -182,7 +198,12 @@ def _from_keras(name: str) -> Raw:
 
 
 _CORRUPT = (
-    EOFError, OSError, KeyError, ValueError, tarfile.TarError, pickle.UnpicklingError,
+    EOFError,
+    OSError,
+    KeyError,
+    ValueError,
+    tarfile.TarError,
+    pickle.UnpicklingError,
     zipfile.BadZipFile,
 )
 
@@ -209,7 +230,9 @@ def load_raw(name: str, data_path: str = "") -> Raw:
     try:
         return _from_keras(name)
     except Exception as err:  # keras raises bare Exception on a failed download
-        cached = [keras_cache_dir() / c for c in info.cache_names if (keras_cache_dir() / c).exists()]
+        cached = [
+            keras_cache_dir() / c for c in info.cache_names if (keras_cache_dir() / c).exists()
+        ]
         if "URL fetch failure" in str(err) or isinstance(err, ConnectionError):
             raise DataError(
                 f"{name} needs a download and this machine could not fetch it ({err}). "
@@ -219,7 +242,9 @@ def load_raw(name: str, data_path: str = "") -> Raw:
                 "Offline studies: use dataset mnist5k or digits."
             ) from None
         if cached or isinstance(err, _CORRUPT):
-            targets = " ".join(str(c) for c in cached) or str(keras_cache_dir() / info.cache_names[0])
+            targets = " ".join(str(c) for c in cached) or str(
+                keras_cache_dir() / info.cache_names[0]
+            )
             raise DataError(
                 f"{name}: the cached copy in the Keras cache is corrupted or truncated ({err!r}). "
                 f"Clear it with: rm -rf {targets}  and run again to re-download."
@@ -304,6 +329,10 @@ def load_splits(
 ) -> Splits:
     raw = load_raw(name, data_path)
     return make_splits(
-        raw, name, val_fraction=val_fraction, test_fraction=test_fraction,
-        split_seed=split_seed, limit=limit,
+        raw,
+        name,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        limit=limit,
     )

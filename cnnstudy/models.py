@@ -13,8 +13,12 @@ from cnnstudy.variants import Variant
 def _layer(spec: LayerSpec, settings: dict[str, Any]) -> keras.layers.Layer:
     if spec.kind == "conv":
         return keras.layers.Conv2D(
-            spec.units, spec.kernel, strides=spec.stride, padding=spec.padding,
-            activation=spec.activation, name=spec.name,
+            spec.units,
+            spec.kernel,
+            strides=spec.stride,
+            padding=spec.padding,
+            activation=spec.activation,
+            name=spec.name,
         )
     if spec.kind == "maxpool":
         return keras.layers.MaxPooling2D(spec.kernel, strides=spec.stride, name=spec.name)

@@ -61,7 +61,9 @@ def trial_runs(parent, stage: str | None = "replicate") -> pd.DataFrame:
                 df[col] = converted
     first = [c for c in ID_COLUMNS if c in df]
     df = df[first + sorted(c for c in df.columns if c not in first)]
-    return df.sort_values(["variant", "seed"] if "seed" in df else ["variant"]).reset_index(drop=True)
+    return df.sort_values(["variant", "seed"] if "seed" in df else ["variant"]).reset_index(
+        drop=True
+    )
 
 
 def export_runs(parent, out_dir: Path) -> Path:

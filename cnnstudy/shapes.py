@@ -11,8 +11,16 @@ from cnnstudy.models import build_model
 from cnnstudy.variants import Variant
 
 COLUMNS = (
-    "variant", "layer", "kind", "kernel", "stride", "padding",
-    "input_shape", "output_shape", "params", "macs",
+    "variant",
+    "layer",
+    "kind",
+    "kernel",
+    "stride",
+    "padding",
+    "input_shape",
+    "output_shape",
+    "params",
+    "macs",
 )
 
 

@@ -23,7 +23,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from cnnstudy import training
+from cnnstudy import probes, training
 from cnnstudy.config import Study
 from cnnstudy.datasets import Splits
 from cnnstudy.models import build_model, compile_model
@@ -128,6 +128,10 @@ class Sweep:
         self.study, self.splits, self.tracker = study, splits, tracker
         self.directory = state_root() / study.name / tracker.sweep_id
         self.best: dict[str, dict[str, Any]] = {}
+        f = study.fixed
+        self.probe_set = probes.build_probe_set(
+            splits.x_test, splits.y_test, k=f["probe_shift"], seed=f["probe_seed"]
+        )
         n_tune = len(study.variants) * study.n_tuning_points()
         n_rep = len(study.variants) * study.seeds
         self.progress = Progress(total=n_tune + n_rep, stream=sys.stderr if quiet else sys.stdout)
@@ -192,20 +196,31 @@ class Sweep:
 
         settings = self.study.settings(nuisance)
         params = self._params(stage, variant, seed, settings, nuisance)
-        name = f"{stage}-{variant.name}-" + (f"seed{seed}" if stage == REPLICATE else f"t{trial.trial_id}")
+        name = f"{stage}-{variant.name}-" + (
+            f"seed{seed}" if stage == REPLICATE else f"t{trial.trial_id}"
+        )
         run_id = self.tracker.start_trial(key, stage, name, params)
         started = time.perf_counter()
         detail = f"seed={seed}" if stage == REPLICATE else _fmt(nuisance)
         try:
             metrics = self._train(stage, variant, seed, settings, run_id)
         except BaseException as err:
-            reason = str(err) if isinstance(err, training.DivergedError) else f"{type(err).__name__}: {err}"
+            reason = (
+                str(err)
+                if isinstance(err, training.DivergedError)
+                else f"{type(err).__name__}: {err}"
+            )
             interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
             self.tracker.end_trial(run_id, "KILLED" if interrupted else "FAILED", reason)
             if interrupted:
                 raise
-            self.progress.trial(stage, variant.name, detail, f"FAILED ({reason[:40]})",
-                                time.perf_counter() - started)
+            self.progress.trial(
+                stage,
+                variant.name,
+                detail,
+                f"FAILED ({reason[:40]})",
+                time.perf_counter() - started,
+            )
             raise keras_tuner.errors.FailedTrialError(reason) from err
         self.tracker.end_trial(run_id)
         result = f"val_acc {metrics['val_accuracy']:.4f}"
@@ -228,7 +243,9 @@ class Sweep:
             "n_train": len(self.splits.y_train),
         }
 
-    def _train(self, stage: str, variant, seed: int, settings: dict, run_id: str) -> dict[str, float]:  # noqa: ANN001
+    def _train(
+        self, stage: str, variant, seed: int, settings: dict, run_id: str
+    ) -> dict[str, float]:  # noqa: ANN001
         keras.utils.set_random_seed(seed)
         input_shape, n_classes = self.splits.input_shape, self.study.n_classes
         model = compile_model(build_model(variant, settings, input_shape, n_classes), settings)
@@ -239,8 +256,12 @@ class Sweep:
             self.tracker.log_metrics(run_id, logs, step=epoch + 1)
 
         fit = training.fit(
-            model, self.splits, seed=seed, epochs=settings["epochs"],
-            batch_size=settings["batch_size"], augment_shift=settings["augment_shift"],
+            model,
+            self.splits,
+            seed=seed,
+            epochs=settings["epochs"],
+            batch_size=settings["batch_size"],
+            augment_shift=settings["augment_shift"],
             on_epoch=on_epoch,
         )
         metrics = {
@@ -259,12 +280,18 @@ class Sweep:
         return metrics
 
     def _evaluate(self, model: keras.Model, settings: dict) -> dict[str, float]:
-        """The one look at the test split, plus cost. (Probes plug in here.)"""
+        """The one look at the test split: accuracy, the claim probes, and cost."""
         s = self.splits
         test = training.evaluate(model, s.x_test, s.y_test)
+        train = training.evaluate(model, s.x_train, s.y_train)
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return model.predict(x, batch_size=256, verbose=0)
+
         return {
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
+            **probes.run_probes(predict, self.probe_set, train["accuracy"], test["accuracy"]),
             "infer_images_per_second": training.inference_images_per_second(model, s.x_test),
         }
 
@@ -280,7 +307,9 @@ class Sweep:
                 writer.writerows(table)
             self.tracker.log_artifact(run_id, path)
 
-    def _log_curve(self, run_id: str, history: dict[str, list[float]], name: str, seed: int) -> None:
+    def _log_curve(
+        self, run_id: str, history: dict[str, list[float]], name: str, seed: int
+    ) -> None:
         import matplotlib
 
         matplotlib.use("Agg")

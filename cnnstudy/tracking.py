@@ -29,12 +29,28 @@ for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-KIND, STAGE, KEY, WORKER = "cnnstudy.kind", "cnnstudy.stage", "cnnstudy.trial_key", "cnnstudy.worker"
+KIND, STAGE, KEY, WORKER = (
+    "cnnstudy.kind",
+    "cnnstudy.stage",
+    "cnnstudy.trial_key",
+    "cnnstudy.worker",
+)
 FINGERPRINT, SWEEP_ID = "cnnstudy.fingerprint", "cnnstudy.sweep_id"
 PARENT = "mlflow.parentRunId"
 PACKAGES = (
-    "cnnstudy", "keras", "keras-tuner", "mlflow", "tensorflow", "tensorflow-cpu", "jax",
-    "torch", "numpy", "scipy", "statsmodels", "pandas", "scikit-learn",
+    "cnnstudy",
+    "keras",
+    "keras-tuner",
+    "mlflow",
+    "tensorflow",
+    "tensorflow-cpu",
+    "jax",
+    "torch",
+    "numpy",
+    "scipy",
+    "statsmodels",
+    "pandas",
+    "scikit-learn",
 )
 
 
@@ -75,7 +91,9 @@ def git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -211,14 +229,19 @@ class SweepTracker:
         """Open a child run; an earlier attempt left RUNNING by a killed process becomes KILLED."""
         for stale in self.trial_runs(key):
             if stale.info.status == "RUNNING":
-                self.client.set_tag(stale.info.run_id, "cnnstudy.failure", "interrupted (process died)")
+                self.client.set_tag(
+                    stale.info.run_id, "cnnstudy.failure", "interrupted (process died)"
+                )
                 self.client.set_terminated(stale.info.run_id, status="KILLED")
-        tags = {KIND: "trial", STAGE: stage, KEY: key, PARENT: self.parent_run_id,
-                WORKER: os.environ.get("KERASTUNER_TUNER_ID", "local")}
+        tags = {
+            KIND: "trial",
+            STAGE: stage,
+            KEY: key,
+            PARENT: self.parent_run_id,
+            WORKER: os.environ.get("KERASTUNER_TUNER_ID", "local"),
+        }
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self.client.log_batch(
-            run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()]
-        )
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -233,4 +256,6 @@ class SweepTracker:
     def end_trial(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
             self.client.set_tag(run_id, "cnnstudy.failure", reason[:5000])
-        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+        self.client.set_terminated(
+            run_id, status=RunStatus.to_string(RunStatus.from_string(status))
+        )

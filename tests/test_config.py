@@ -43,34 +43,57 @@ def test_file_overrides_the_shared_default_only_where_it_says(write_study):
 
 def test_set_overrides_single_values(write_study):
     path = write_study('[study]\nname = "x"\n')
-    study = load_study(path, ["study.seeds=1", "scientific.paddings=['valid']",
-                              "study.dataset=digits", "fixed.stage_widths=[8]"])
+    study = load_study(
+        path,
+        [
+            "study.seeds=1",
+            "scientific.paddings=['valid']",
+            "study.dataset=digits",
+            "fixed.stage_widths=[8]",
+        ],
+    )
     assert study.seeds == 1 and study.dataset == "digits"
     assert [v.name for v in study.variants] == ["valid_maxpool", "valid_avgpool", "valid_stride"]
 
 
 def test_learning_rate_grid_is_log_spaced(write_study):
-    path = write_study('[study]\nbudget = 3\n[nuisance]\nlearning_rate = {min = 1e-4, max = 1e-2}\n')
+    path = write_study(
+        "[study]\nbudget = 3\n[nuisance]\nlearning_rate = {min = 1e-4, max = 1e-2}\n"
+    )
     assert load_study(path).nuisance["learning_rate"].values == (1e-4, 1e-3, 1e-2)
 
 
 BAD = {
     "malformed": ("[study\nname = 1", ["not valid TOML"]),
-    "unknown_section": ("[training]\nepochs = 3\n", ["unknown section [training]", "study, scientific"]),
+    "unknown_section": (
+        "[training]\nepochs = 3\n",
+        ["unknown section [training]", "study, scientific"],
+    ),
     "unknown_key": ("[fixed]\nepoch = 3\n", ["unknown key 'epoch'", "[fixed]", "epochs"]),
     "unknown_padding": ('[scientific]\npaddings = ["same", "full"]\n', ["'full'", "same, valid"]),
-    "unknown_downsample": ('[scientific]\ndownsamplings = ["blur"]\n',
-                           ["'blur'", "maxpool, avgpool, stride"]),
-    "unknown_dataset": ('[study]\ndataset = "imagenet"\n', ["dataset", "'imagenet'", "mnist5k", "cifar10"]),
+    "unknown_downsample": (
+        '[scientific]\ndownsamplings = ["blur"]\n',
+        ["'blur'", "maxpool, avgpool, stride"],
+    ),
+    "unknown_dataset": (
+        '[study]\ndataset = "imagenet"\n',
+        ["dataset", "'imagenet'", "mnist5k", "cifar10"],
+    ),
     "zero_seeds": ("[study]\nseeds = 0\n", ["seeds = 0", "at least 1"]),
     "zero_epochs": ("[fixed]\nepochs = 0\n", ["epochs = 0", "at least 1"]),
-    "lr_upside_down": ("[nuisance]\nlearning_rate = {min = 1e-2, max = 1e-4}\n",
-                       ["learning_rate", "upside down", "swap min and max"]),
+    "lr_upside_down": (
+        "[nuisance]\nlearning_rate = {min = 1e-2, max = 1e-4}\n",
+        ["learning_rate", "upside down", "swap min and max"],
+    ),
     "wrong_type": ('[fixed]\nepochs = "ten"\n', ["epochs", "must be a int"]),
-    "tuned_and_fixed": ("[nuisance]\ndropout = [0.0, 0.5]\n[fixed]\ndropout = 0.1\n",
-                        ["'dropout' is in both"]),
-    "unbuildable": ('[study]\ndataset = "digits"\n[fixed]\nstage_widths = [8, 16]\n',
-                    ["variant valid_maxpool", "layer s2_maxpool", "8x8x1"]),
+    "tuned_and_fixed": (
+        "[nuisance]\ndropout = [0.0, 0.5]\n[fixed]\ndropout = 0.1\n",
+        ["'dropout' is in both"],
+    ),
+    "unbuildable": (
+        '[study]\ndataset = "digits"\n[fixed]\nstage_widths = [8, 16]\n',
+        ["variant valid_maxpool", "layer s2_maxpool", "8x8x1"],
+    ),
 }
 
 
@@ -96,8 +119,12 @@ def test_cli_reports_bad_study_without_traceback(write_study, capsys):
 
 def test_console_script_exits_nonzero_before_training(write_study):
     path = write_study('[scientific]\npaddings = ["full"]\n')
-    proc = subprocess.run([sys.executable, "-m", "cnnstudy.cli", "sweep", str(path)],
-                          capture_output=True, text=True, cwd=path.parent)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnstudy.cli", "sweep", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "'full'" in proc.stderr
     assert not (path.parent / "mlflow.db").exists()  # nothing logged

@@ -26,7 +26,11 @@ def _cifar_pickle(x, y, label_key):
 def write_cifar_tar(path, n_classes, per_batch=20):
     top = "cifar-10-batches-py" if n_classes == 10 else "cifar-100-python"
     key = b"labels" if n_classes == 10 else b"fine_labels"
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"] if n_classes == 10 else ["train", "test"]
+    names = (
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        if n_classes == 10
+        else ["train", "test"]
+    )
     arrays = {}
     with tarfile.open(path, "w:gz") as tar:
         for i, name in enumerate(names):
@@ -54,8 +58,12 @@ def _idx(array, magic):
 def write_fashion_dir(folder, n=30):
     folder.mkdir(parents=True, exist_ok=True)
     x, y = random_images(n, (28, 28)), np.arange(n) % 10
-    files = {"train-images-idx3-ubyte.gz": _idx(x, 2051), "train-labels-idx1-ubyte.gz": _idx(y, 2049),
-             "t10k-images-idx3-ubyte.gz": _idx(x[:10], 2051), "t10k-labels-idx1-ubyte.gz": _idx(y[:10], 2049)}
+    files = {
+        "train-images-idx3-ubyte.gz": _idx(x, 2051),
+        "train-labels-idx1-ubyte.gz": _idx(y, 2049),
+        "t10k-images-idx3-ubyte.gz": _idx(x[:10], 2051),
+        "t10k-labels-idx1-ubyte.gz": _idx(y[:10], 2049),
+    }
     for name, blob in files.items():
         (folder / name).write_bytes(blob)
     return x, y
@@ -178,7 +186,10 @@ def test_mnist5k_is_sorted_by_class_and_splits_are_shuffled_and_stratified():
         counts = np.bincount(y, minlength=10)
         assert counts.max() - counts.min() <= 1  # stratified: equal classes
     assert len(set(splits.y_train[:20])) > 3  # shuffled
-    assert splits.x_train.dtype == np.float32 and 0.0 <= splits.x_train.min() <= splits.x_train.max() <= 1.0
+    assert (
+        splits.x_train.dtype == np.float32
+        and 0.0 <= splits.x_train.min() <= splits.x_train.max() <= 1.0
+    )
 
 
 def test_splits_are_deterministic_and_disjoint():
@@ -197,4 +208,11 @@ def test_official_test_split_is_kept_and_limit_is_stratified(tmp_path):
     s = make_splits(raw, "cifar10", val_fraction=0.1, test_fraction=0.2, split_seed=0, limit=100)
     assert s.sizes()["test"] == 20 and s.sizes()["train"] + s.sizes()["val"] == 80
     assert np.bincount(s.y_test).tolist() == [2] * 10
-    assert set(datasets.REGISTRY) >= {"mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100"}
+    assert set(datasets.REGISTRY) >= {
+        "mnist5k",
+        "digits",
+        "mnist",
+        "fashion_mnist",
+        "cifar10",
+        "cifar100",
+    }

@@ -13,8 +13,13 @@ BASE = {**load_defaults()["fixed"], "stride_mode": "last_conv", "learning_rate":
 SETTINGS = {
     "default": BASE,
     "all_cnn": {**BASE, "stride_mode": "extra_conv"},
-    "deep": {**BASE, "conv_per_stage": 2, "stage_widths": [8, 16],
-             "dense_units": [32, 16], "dropout": 0.2},
+    "deep": {
+        **BASE,
+        "conv_per_stage": 2,
+        "stage_widths": [8, 16],
+        "dense_units": [32, 16],
+        "dropout": 0.2,
+    },
     "k5": {**BASE, "kernel_size": 5, "stage_widths": [8, 16]},
 }
 INPUTS = {"mnist": (28, 28, 1), "odd": (29, 31, 3), "cifar": (32, 32, 3)}
@@ -40,14 +45,19 @@ def test_keras_shapes_match_formulas(name, settings_name, input_name):
             f, s, c_out = row["kernel"], row["stride"], row["output_shape"][2]
             if row["padding"] == "valid":
                 assert row["output_shape"][:2] == (
-                    conv_output_size(h_in, f, 0, s), conv_output_size(w_in, f, 0, s))
+                    conv_output_size(h_in, f, 0, s),
+                    conv_output_size(w_in, f, 0, s),
+                )
             else:  # Keras's `same`: ceil(W/S) whatever F
                 assert row["output_shape"][:2] == (math.ceil(h_in / s), math.ceil(w_in / s))
             assert row["params"] == f * f * c_in * c_out + c_out
             h, w, _ = row["output_shape"]
             assert row["macs"] == h * w * c_out * f * f * c_in
         if row["kind"] == "dense":
-            assert row["params"] == row["input_shape"][0] * row["output_shape"][0] + row["output_shape"][0]
+            assert (
+                row["params"]
+                == row["input_shape"][0] * row["output_shape"][0] + row["output_shape"][0]
+            )
 
 
 def test_textbook_formula_examples():
@@ -62,7 +72,9 @@ def test_textbook_formula_examples():
 
 
 def test_stride_variant_replaces_pool_and_shrinks_like_it():
-    same = {r["layer"]: r for r in shape_rows(plan(VARIANTS["same_maxpool"], BASE, 10), (28, 28, 1))}
+    same = {
+        r["layer"]: r for r in shape_rows(plan(VARIANTS["same_maxpool"], BASE, 10), (28, 28, 1))
+    }
     stride = shape_rows(plan(VARIANTS["same_stride"], BASE, 10), (28, 28, 1))
     assert not any(r["kind"] in ("maxpool", "avgpool") for r in stride)
     assert stride[-1]["output_shape"] == same["logits"]["output_shape"]

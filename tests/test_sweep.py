@@ -16,13 +16,37 @@ from cnnstudy.models import build_model, compile_model
 from cnnstudy.variants import VARIANTS
 from tests.conftest import EXPERIMENTS, ROOT
 
-TINY = ["--set", "study.limit=300", "--set", "study.seeds=2",
-        "--set", "scientific.downsamplings=['maxpool','stride']"]
-PARAMS = {"variant", "padding", "downsample", "seed", "dataset", "epochs", "batch_size",
-          "learning_rate", "optimizer", "stage"}
-FINAL = {"test_accuracy", "test_loss", "params", "macs", "train_seconds",
-         "train_images_per_second", "infer_images_per_second"}
+TINY = [
+    "--set",
+    "study.limit=300",
+    "--set",
+    "study.seeds=2",
+    "--set",
+    "scientific.downsamplings=['maxpool','stride']",
+]
+PARAMS = {
+    "variant",
+    "padding",
+    "downsample",
+    "seed",
+    "dataset",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "stage",
+}
+FINAL = {
+    "test_accuracy",
+    "test_loss",
+    "params",
+    "macs",
+    "train_seconds",
+    "train_images_per_second",
+    "infer_images_per_second",
+}
 EPOCH = {"loss", "accuracy", "val_loss", "val_accuracy"}
+PROBES = {"shift_consistency", "border_accuracy", "center_accuracy", "generalization_gap"}
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +89,19 @@ def test_parent_and_children_are_tagged_and_complete(tiny_sweep):
     for name in PARAMS:
         assert trials[f"params.{name}"].notna().all(), name
     rep = trials[trials["tags.cnnstudy.stage"] == "replicate"]
-    for name in FINAL | EPOCH:
+    for name in FINAL | EPOCH | PROBES:
         assert rep[f"metrics.{name}"].notna().all(), name
     # the seeds are a grid factor: every variant x seed exactly once
     pairs = rep[["params.variant", "params.seed"]].value_counts()
     assert len(pairs) == 8 and (pairs == 1).all()
     assert ((rep["metrics.test_accuracy"] > 0) & (rep["metrics.test_accuracy"] <= 1)).all()
     # tuning never looks at the test split
-    assert trials[trials["tags.cnnstudy.stage"] == "tune"].get("metrics.test_accuracy", pd.Series()).isna().all()
+    assert (
+        trials[trials["tags.cnnstudy.stage"] == "tune"]
+        .get("metrics.test_accuracy", pd.Series())
+        .isna()
+        .all()
+    )
 
 
 def test_per_epoch_curves_and_artifacts_are_logged(tiny_sweep):
@@ -99,15 +128,26 @@ def test_runs_csv_is_read_back_from_mlflow(tiny_sweep):
     rep = runs[runs["tags.cnnstudy.stage"] == "replicate"].set_index("run_id")
     assert len(csv) == 8 and set(csv["run_id"]) == set(rep.index)
     for _, row in csv.iterrows():
-        assert row["test_accuracy"] == pytest.approx(rep.loc[row["run_id"], "metrics.test_accuracy"], rel=1e-5)
+        assert row["test_accuracy"] == pytest.approx(
+            rep.loc[row["run_id"], "metrics.test_accuracy"], rel=1e-5
+        )
     assert {"variant", "padding", "downsample", "seed", "learning_rate", *FINAL} <= set(csv.columns)
 
 
 def test_nan_trial_is_failed_with_reason_and_the_sweep_goes_on(isolated_store):
     shutil.copy(ROOT / "experiments/smoke.toml", "experiments/smoke.toml")
-    args = ["sweep", "experiments/smoke.toml", "--set", "study.limit=200",
-            "--set", "scientific.downsamplings=['maxpool']", "--set", "scientific.paddings=['same']",
-            "--set", "nuisance.learning_rate=[0.001, 1e12]"]
+    args = [
+        "sweep",
+        "experiments/smoke.toml",
+        "--set",
+        "study.limit=200",
+        "--set",
+        "scientific.downsamplings=['maxpool']",
+        "--set",
+        "scientific.paddings=['same']",
+        "--set",
+        "nuisance.learning_rate=[0.001, 1e12]",
+    ]
     assert main(args) == 0
     runs = mlflow.search_runs(experiment_names=["smoke"])
     tune = runs[runs["tags.cnnstudy.stage"] == "tune"].set_index("params.learning_rate")
@@ -148,8 +188,13 @@ def _stand_in(study, n=48):
     """Offline data for offline studies; random images of the real shape otherwise."""
     if REGISTRY[study.dataset].offline:
         f = study.fixed
-        return load_splits(study.dataset, val_fraction=f["val_fraction"],
-                           test_fraction=f["test_fraction"], split_seed=0, limit=200)
+        return load_splits(
+            study.dataset,
+            val_fraction=f["val_fraction"],
+            test_fraction=f["test_fraction"],
+            split_seed=0,
+            limit=200,
+        )
     rng = np.random.default_rng(0)
     x = rng.random((n, *study.input_shape), dtype=np.float32)
     y = np.arange(n) % study.n_classes
@@ -163,8 +208,11 @@ def test_every_study_file_runs_a_tiny_trial_per_variant(path):
     assert splits.input_shape == study.input_shape
     for variant in study.variants:
         settings = study.settings({k: s.values[0] for k, s in study.nuisance.items()})
-        model = compile_model(build_model(variant, settings, study.input_shape, study.n_classes), settings)
-        fit = training.fit(model, splits, seed=0, epochs=1, batch_size=16,
-                           augment_shift=settings["augment_shift"])
+        model = compile_model(
+            build_model(variant, settings, study.input_shape, study.n_classes), settings
+        )
+        fit = training.fit(
+            model, splits, seed=0, epochs=1, batch_size=16, augment_shift=settings["augment_shift"]
+        )
         assert np.isfinite(fit.history["loss"][0])
         assert 0.0 <= training.evaluate(model, splits.x_test, splits.y_test)["accuracy"] <= 1.0
