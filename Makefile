@@ -35,6 +35,10 @@ install: $(BIN)/.installed ## create .venv and install cnnstudy (the other targe
 sweep: $(BIN)/.installed ## tune + replicate every variant of EXP, logging to MLflow
 	$(BIN)/cnnstudy sweep $(EXP) $(ARGS)
 
+.PHONY: report
+report: $(BIN)/.installed ## write results/<study>/report.{html,md} from the latest sweep in MLflow
+	$(BIN)/cnnstudy report $(EXP) $(ARGS)
+
 .PHONY: shapes
 shapes: $(BIN)/.installed ## print every variant's layer shapes, params and MACs
 	$(BIN)/cnnstudy shapes $(EXP) $(ARGS)

@@ -127,3 +127,27 @@ def check_buildable(
                 "would output nothing. Use fewer stages ([fixed] stage_widths), a smaller "
                 "kernel_size, or drop 'valid' from [scientific] paddings."
             )
+
+
+def check_row(row: dict[str, Any]) -> bool:
+    """Does one layer-table row obey (W - F + 2P)/S + 1 and F*F*C_in*C_out + C_out?
+
+    For `same`, P is what Keras pads: enough that the output is ceil(W/S).
+    """
+    kind, f, s = row["kind"], row.get("kernel") or 0, row.get("stride") or 1
+    i, o = tuple(row["input_shape"]), tuple(row["output_shape"])
+    if kind == "conv":
+        if row["padding"] == "valid":
+            sizes_ok = o[:2] == tuple(conv_output_size(w, int(f), 0, int(s)) for w in i[:2])
+        else:
+            sizes_ok = o[:2] == tuple(math.ceil(w / int(s)) for w in i[:2])
+        return sizes_ok and row["params"] == conv_params(int(f), i[2], o[2])
+    if kind in ("maxpool", "avgpool"):
+        return (
+            o[:2] == tuple(conv_output_size(w, int(f), 0, int(s)) for w in i[:2]) and o[2] == i[2]
+        )
+    if kind == "dense":
+        return row["params"] == i[0] * o[0] + o[0]
+    if kind == "flatten":
+        return o[0] == math.prod(i)
+    return True

@@ -148,6 +148,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from cnnstudy.report import build_report, collect, log_to_parent, summarize_for_terminal
+    from cnnstudy.results import export_runs, find_sweep
+
+    name = None if args.run_id else load_study(args.study, args.set).name
+    parent = find_sweep(name or "", args.run_id)
+    data = collect(parent)
+    out_dir = RESULTS / data.study
+    print(
+        f"report on sweep {parent.info.run_id} ({len(data.runs)} replicate runs, "
+        f"{len(data.failed)} failed trials) ...",
+        flush=True,
+    )
+    files = build_report(data, out_dir)
+    files.append(export_runs(parent, out_dir))
+    log_to_parent(parent, files, out_dir)
+    print(summarize_for_terminal(out_dir))
+    print(
+        f"\nwrote {out_dir}/report.html and report.md (+ summary.csv, verdicts.csv, "
+        f"claims.csv, figures/); logged to MLflow run {parent.info.run_id} under report/"
+    )
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from cnnstudy.tracking import tracking_uri
 
@@ -212,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_study(p)
     p.add_argument("--run-id", help="sweep parent run id (default: latest sweep)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="which design wins: statistics, figures, claims")
+    with_study(p)
+    p.add_argument("--run-id", help="sweep parent run id (default: the study's latest sweep)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("variants", help="list the registered variants")
     p.set_defaults(func=cmd_variants)

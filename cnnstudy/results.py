@@ -55,7 +55,8 @@ def trial_runs(parent, stage: str | None = "replicate") -> pd.DataFrame:
     if "seed" in df:
         df["seed"] = pd.to_numeric(df["seed"])
     for col in df.columns:
-        if df[col].dtype == object and col not in ID_COLUMNS:
+        textual = df[col].dtype == object or pd.api.types.is_string_dtype(df[col])
+        if textual and col not in ID_COLUMNS:
             converted = pd.to_numeric(df[col], errors="coerce")
             if converted.notna().sum() == df[col].notna().sum():
                 df[col] = converted

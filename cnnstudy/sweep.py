@@ -292,6 +292,7 @@ class Sweep:
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
             **probes.run_probes(predict, self.probe_set, train["accuracy"], test["accuracy"]),
+            "border_offset_px": self.probe_set.mean_border_offset,
             "infer_images_per_second": training.inference_images_per_second(model, s.x_test),
         }
 

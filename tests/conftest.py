@@ -1,10 +1,12 @@
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from pathlib import Path  # noqa: E402
 
+import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -36,3 +38,40 @@ def isolated_store(tmp_path, monkeypatch):
 
 def random_images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+TINY = [
+    "--set",
+    "study.limit=300",
+    "--set",
+    "study.seeds=2",
+    "--set",
+    "scientific.downsamplings=['maxpool','stride']",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    from cnnstudy.cli import main
+
+    """The smoke study shrunk to 4 variants x 2 seeds, run twice (the second is a re-run)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    shutil.copytree(ROOT / "experiments", tmp / "experiments")
+    old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "CNNSTUDY_STATE_DIR")}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+    os.environ["CNNSTUDY_STATE_DIR"] = str(tmp / "state")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        assert main(["sweep", "experiments/smoke.toml", *TINY]) == 0
+        first = mlflow.search_runs(experiment_names=["smoke"])
+        assert main(["sweep", "experiments/smoke.toml", *TINY]) == 0
+        second = mlflow.search_runs(experiment_names=["smoke"])
+        yield tmp, first, second
+    finally:
+        os.chdir(cwd)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

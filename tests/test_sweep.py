@@ -1,6 +1,5 @@
 """End to end: a tiny sweep into a temporary sqlite store, read back from MLflow."""
 
-import os
 import shutil
 
 import mlflow
@@ -16,14 +15,6 @@ from cnnstudy.models import build_model, compile_model
 from cnnstudy.variants import VARIANTS
 from tests.conftest import EXPERIMENTS, ROOT
 
-TINY = [
-    "--set",
-    "study.limit=300",
-    "--set",
-    "study.seeds=2",
-    "--set",
-    "scientific.downsamplings=['maxpool','stride']",
-]
 PARAMS = {
     "variant",
     "padding",
@@ -47,31 +38,6 @@ FINAL = {
 }
 EPOCH = {"loss", "accuracy", "val_loss", "val_accuracy"}
 PROBES = {"shift_consistency", "border_accuracy", "center_accuracy", "generalization_gap"}
-
-
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    """Run the smoke study shrunk to 4 variants x 2 seeds, twice (the second is a re-run)."""
-    tmp = tmp_path_factory.mktemp("sweep")
-    shutil.copytree(ROOT / "experiments", tmp / "experiments")
-    old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "CNNSTUDY_STATE_DIR")}
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-    os.environ["CNNSTUDY_STATE_DIR"] = str(tmp / "state")
-    cwd = os.getcwd()
-    os.chdir(tmp)
-    try:
-        assert main(["sweep", "experiments/smoke.toml", *TINY]) == 0
-        first = mlflow.search_runs(experiment_names=["smoke"])
-        assert main(["sweep", "experiments/smoke.toml", *TINY]) == 0
-        second = mlflow.search_runs(experiment_names=["smoke"])
-        yield tmp, first, second
-    finally:
-        os.chdir(cwd)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_parent_and_children_are_tagged_and_complete(tiny_sweep):

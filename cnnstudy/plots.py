@@ -1,0 +1,185 @@
+"""Report figures (seaborn). Colours come from the variant registry's order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from cnnstudy.analysis import t_interval  # noqa: E402
+from cnnstudy.variants import colour_order  # noqa: E402
+
+# Student-t intervals everywhere, as in the tables (seaborn's default is a bootstrap).
+T95 = t_interval
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def palette() -> dict[str, tuple]:
+    names = colour_order()
+    return dict(zip(names, sns.color_palette("colorblind", len(names)), strict=True))
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _order(df: pd.DataFrame, column: str = "variant") -> list[str]:
+    present = set(df[column].astype(str))
+    return [v for v in colour_order() if v in present]
+
+
+def mean_ci(summary: pd.DataFrame, path: Path) -> Path:
+    """Mean test accuracy +- 95% t-interval per variant."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    colours = palette()
+    for i, row in enumerate(summary.itertuples()):
+        mean = row.mean_test_accuracy * 100
+        err = [[mean - row.ci_low * 100], [row.ci_high * 100 - mean]]
+        ax.errorbar(i, mean, yerr=err, fmt="o", ms=8, capsize=6, color=colours[row.variant], lw=2)
+    ax.set_xticks(range(len(summary)), summary["variant"].astype(str), rotation=20)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Test accuracy per variant: mean and 95% CI over seeds (n={summary['n'].min()})")
+    return _save(fig, path)
+
+
+def paired_differences(diffs: pd.DataFrame, verdicts: pd.DataFrame, path: Path) -> Path:
+    """Each comparison's per-seed paired differences, with mean and 95% CI."""
+    comps = list(dict.fromkeys(diffs["comparison"]))
+    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.7 * len(comps)))
+    sns.stripplot(
+        data=diffs.assign(diff=diffs["diff"] * 100),
+        x="diff",
+        y="comparison",
+        order=comps,
+        color="0.55",
+        size=6,
+        jitter=0.15,
+        ax=ax,
+    )
+    for i, comp in enumerate(comps):
+        a, b = comp.split(" - ")
+        row = verdicts[(verdicts["a"] == a) & (verdicts["b"] == b)].iloc[0]
+        colour = "tab:green" if "wins" in row["verdict"] else "black"
+        ax.errorbar(
+            row["mean_diff"] * 100,
+            i,
+            xerr=[
+                [(row["mean_diff"] - row["ci_low"]) * 100],
+                [(row["ci_high"] - row["mean_diff"]) * 100],
+            ],
+            fmt="D",
+            color=colour,
+            capsize=5,
+            lw=2,
+            zorder=5,
+        )
+    ax.axvline(0, color="tab:red", lw=1, ls="--")
+    ax.set_xlabel("paired difference in test accuracy, a - b (percentage points)")
+    ax.set_ylabel("")
+    ax.set_title("Paired by seed: dots = seeds, diamond = mean with 95% CI")
+    return _save(fig, path)
+
+
+def learning_curves(curves: pd.DataFrame, path: Path) -> Path:
+    """Mean and 95% band over seeds of loss and accuracy, train and validation."""
+    order = _order(curves)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric in zip(axes, ("val_loss", "val_accuracy"), strict=True):
+        sns.lineplot(
+            data=curves,
+            x="epoch",
+            y=metric,
+            hue="variant",
+            hue_order=order,
+            palette=palette(),
+            errorbar=T95,
+            marker="o",
+            ax=ax,
+        )
+        ax.set_title(f"{metric} per epoch (band: 95% t-interval over seeds)")
+    axes[0].get_legend().remove()
+    axes[1].legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def pareto_mask(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """True where no other point is as cheap and as accurate, and strictly better in one."""
+    mask = np.ones(len(cost), dtype=bool)
+    for i in range(len(cost)):
+        dominated = (cost <= cost[i]) & (acc >= acc[i]) & ((cost < cost[i]) | (acc > acc[i]))
+        mask[i] = not dominated.any()
+    return mask
+
+
+def cost_tradeoffs(summary: pd.DataFrame, path: Path) -> Path:
+    """Accuracy against MACs, params and train time; the Pareto front is the dashed line."""
+    panels = (
+        ("macs", "MACs per image (millions)", 1e-6),
+        ("params", "parameters (thousands)", 1e-3),
+        ("train_seconds_mean", "train time per trial (s)", 1.0),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    colours = palette()
+    for ax, (col, label, scale) in zip(axes, panels, strict=True):
+        x = summary[col].to_numpy(dtype=float) * scale
+        y = summary["mean_test_accuracy"].to_numpy(dtype=float) * 100
+        front = pareto_mask(x, y)
+        for xi, yi, name, on in zip(x, y, summary["variant"].astype(str), front, strict=True):
+            ax.scatter(
+                xi,
+                yi,
+                s=90 if on else 50,
+                color=colours[name],
+                edgecolor="black" if on else "none",
+                zorder=3,
+                label=name,
+            )
+        idx = np.argsort(x[front])
+        ax.plot(x[front][idx], y[front][idx], ls="--", color="0.3", zorder=2)
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("mean test accuracy (%)")
+    axes[2].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Accuracy vs cost; black-edged points form the Pareto front (dashed)")
+    return _save(fig, path)
+
+
+def probes(runs: pd.DataFrame, path: Path) -> Path:
+    """Each probe per variant: grey points are seeds, bars are 95% t-intervals of the mean."""
+    order = _order(runs)
+    metrics = (
+        ("shift_consistency", "shift consistency"),
+        ("border_minus_center", "border - centre accuracy"),
+        ("generalization_gap", "generalization gap (train - test)"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (metric, title) in zip(axes, metrics, strict=True):
+        sns.pointplot(
+            data=runs,
+            x="variant",
+            y=metric,
+            order=order,
+            hue="variant",
+            hue_order=order,
+            palette=palette(),
+            errorbar=T95,
+            linestyle="none",
+            capsize=0.2,
+            ax=ax,
+            legend=False,
+        )
+        sns.stripplot(data=runs, x="variant", y=metric, order=order, color="0.6", size=3, ax=ax)
+        ax.set_title(title)
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=35)
+    axes[1].axhline(0, color="tab:red", lw=1, ls="--")
+    return _save(fig, path)

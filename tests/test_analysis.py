@@ -1,0 +1,159 @@
+"""Statistics against scipy/statsmodels reference values, and verdict logic on constructed data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cnnstudy import analysis
+from cnnstudy.variants import VARIANTS
+
+
+def make_runs(effect=None, seeds=5, noise=0.002, seed=0, **metric_effects):
+    """Constructed replicate runs: accuracy 0.95 + effect[variant] + seed block + noise."""
+    rng = np.random.default_rng(seed)
+    effect = effect or {}
+    block = rng.normal(0, 0.01, seeds)  # a shared per-seed shift: what pairing removes
+    rows = []
+    for name, v in VARIANTS.items():
+        for s in range(seeds):
+            row = {
+                "variant": name,
+                "padding": v.padding,
+                "downsample": v.downsample,
+                "seed": s,
+                "test_accuracy": 0.95 + effect.get(name, 0) + block[s] + rng.normal(0, noise),
+                "macs": 1e6 if v.downsample != "stride" else 3e5,
+                "params": 1000,
+                "train_seconds": 5.0,
+            }
+            for metric, eff in metric_effects.items():
+                row[metric] = 0.5 + eff.get(name, 0) + rng.normal(0, noise)
+            for metric in (
+                "shift_consistency",
+                "generalization_gap",
+                "border_minus_center",
+                "train_images_per_second",
+            ):
+                row.setdefault(metric, 0.5 + rng.normal(0, noise))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- against references
+
+
+def test_t_interval_matches_scipy_and_a_hand_value():
+    x = np.array([0.91, 0.93, 0.92, 0.95, 0.94])
+    low, high = analysis.t_interval(x)
+    ref = stats.t.interval(0.95, 4, loc=x.mean(), scale=x.std(ddof=1) / np.sqrt(5))
+    assert (low, high) == pytest.approx(ref)
+    # by hand: t_{.975,4} = 2.776445
+    half = 2.776445 * x.std(ddof=1) / np.sqrt(5)
+    assert high - x.mean() == pytest.approx(half, rel=1e-5)
+
+
+def test_paired_test_matches_ttest_rel_and_dz():
+    a = pd.Series([0.91, 0.93, 0.92, 0.95, 0.94])
+    b = pd.Series([0.90, 0.915, 0.925, 0.93, 0.925])
+    res = analysis.paired_test(a, b)
+    ref = stats.ttest_rel(a, b)
+    assert res.p_value == pytest.approx(ref.pvalue)
+    d = a - b
+    assert res.effect_size == pytest.approx(d.mean() / d.std(ddof=1))
+    assert (res.ci_low, res.ci_high) == pytest.approx(tuple(ref.confidence_interval()))
+
+
+def test_holm_matches_a_worked_example():
+    # Holm: sorted p (0.01, 0.03, 0.04) x (3, 2, 1) = 0.03, 0.06, 0.04 -> monotone 0.03, 0.06, 0.06
+    assert analysis.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_anova_matches_statsmodels_by_hand_sums_of_squares():
+    runs = make_runs({"same_maxpool": 0.02, "same_avgpool": 0.02, "same_stride": 0.02})
+    table = analysis.two_way_anova(runs).set_index("source")
+    # balanced design: SS(padding) = N_per_level * sum (level mean - grand mean)^2
+    grand = runs["test_accuracy"].mean()
+    ss_pad = sum(
+        len(g) * (g["test_accuracy"].mean() - grand) ** 2 for _, g in runs.groupby("padding")
+    )
+    assert table.loc["padding", "sum_sq"] == pytest.approx(ss_pad, rel=1e-6)
+    assert table.loc["padding", "p_value"] < 1e-6
+    assert table.loc["padding x downsampling", "p_value"] > 0.01
+    assert set(table.index) >= {"padding", "downsampling", "padding x downsampling", "seed (block)"}
+
+
+# ---------------------------------------------------------------- verdicts on constructed data
+
+
+def test_clear_difference_names_the_winner():
+    runs = make_runs({n: 0.02 for n in VARIANTS if n.startswith("valid")})  # valid +2 pts
+    v = analysis.factor_comparisons(runs).set_index(["a", "b"])
+    row = v.loc[("same", "valid")]
+    assert row["verdict"] == "valid wins"
+    assert row["mean_diff"] == pytest.approx(-0.02, abs=0.003)
+    assert row["ci_high"] < 0 and row["p_adjusted"] < 0.05
+    assert row["effect_size"] < -2
+    assert v.loc[("maxpool", "stride"), "verdict"] == "no significant difference"
+
+
+def test_stride_winner_is_named_by_its_value():
+    runs = make_runs({n: 0.03 for n in VARIANTS if n.endswith("stride")})
+    v = analysis.factor_comparisons(runs).set_index(["a", "b"])
+    assert v.loc[("maxpool", "stride"), "verdict"] == "stride wins"
+    assert v.loc[("avgpool", "stride"), "verdict"] == "stride wins"
+
+
+def test_identical_distributions_give_no_significant_difference():
+    for seed in range(5):
+        v = analysis.factor_comparisons(make_runs(seed=seed))
+        assert (v["verdict"] == "no significant difference").all()
+
+
+def test_headline_ties_indistinguishable_variants_only():
+    effect = {"same_maxpool": 0.02, "same_avgpool": 0.02}
+    head = analysis.headline(make_runs(effect, noise=0.001))
+    assert head["best"] in effect
+    assert set(head["tied"]) == set(effect) - {head["best"]}
+    assert len(head["beaten"]) == 4
+
+
+def test_claims_supported_refuted_and_inconclusive():
+    pool = {n: 0.1 for n in VARIANTS if not n.endswith("stride")}
+    runs = make_runs(shift_consistency=pool, generalization_gap={k: -v for k, v in pool.items()})
+    c = analysis.claims(runs).set_index("claim")
+    assert c.loc["pooling gives invariance to small translations", "verdict"] == "supported"
+    assert c.loc["pooling reduces overfitting", "verdict"] == "supported"
+    assert c.loc["max pooling beats average pooling", "verdict"] == "inconclusive"
+    assert c.loc["stride downsampling is as good as pooling", "verdict"] == "supported"  # equal acc
+    refuted = analysis.claims(make_runs({n: 0.02 for n in VARIANTS if "avgpool" in n}))
+    assert (
+        refuted.set_index("claim").loc["max pooling beats average pooling", "verdict"] == "refuted"
+    )
+    assert len(c) == 6
+
+
+def test_noisy_claim_stays_inconclusive():
+    runs = make_runs(noise=0.05, seeds=3)
+    c = analysis.claims(runs).set_index("claim")
+    for claim in (
+        "max pooling beats average pooling",
+        "same padding keeps border information",
+        "stride downsampling is as good as pooling",
+    ):
+        assert c.loc[claim, "verdict"] == "inconclusive"
+
+
+def test_summary_has_the_promised_columns_and_n():
+    s = analysis.summary(make_runs(), list(VARIANTS))
+    for col in ("variant", "n", "mean_test_accuracy", "std", "ci_low", "ci_high", "macs", "params"):
+        assert col in s
+    assert (s["n"] == 5).all() and (s["ci_low"] < s["mean_test_accuracy"]).all()
+    assert list(s["variant"].astype(str)) == list(VARIANTS)
+
+
+def test_incomplete_seeds_are_dropped_from_pairing():
+    runs = make_runs()
+    runs = runs[~((runs["variant"] == "valid_stride") & (runs["seed"] == 4))]
+    v = analysis.factor_comparisons(runs)
+    assert (v["n"] == 4).all()

@@ -1,0 +1,113 @@
+"""A report built from the tiny sweep: every section, and numbers that match MLflow."""
+
+import os
+
+import mlflow
+import pandas as pd
+import pytest
+
+from cnnstudy.cli import main
+
+SECTIONS = (
+    "Headline",
+    "Verdict per design factor",
+    "Two-way ANOVA",
+    "Claims scorecard",
+    "Figures",
+    "Per-variant summary",
+    "Shape arithmetic",
+    "Published reference points",
+    "Caveats and reproduction",
+)
+
+
+@pytest.fixture(scope="module")
+def report(tiny_sweep):
+    tmp, runs, _ = tiny_sweep
+    cwd = os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+    os.chdir(tmp)
+    try:
+        assert main(["report", "experiments/smoke.toml"]) == 0
+    finally:
+        os.chdir(cwd)
+    return tmp / "results" / "smoke", runs
+
+
+def test_report_files_exist(report):
+    out, _ = report
+    for name in (
+        "report.html",
+        "report.md",
+        "summary.csv",
+        "verdicts.csv",
+        "claims.csv",
+        "runs.csv",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert len(list((out / "figures").glob("*.png"))) == 5
+
+
+def test_report_has_every_section_in_both_formats(report):
+    out, _ = report
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in md, section
+        assert section in page
+    assert page.count("data:image/png;base64,") == 5  # self-contained
+    assert "figures/mean_ci.png" in md
+    assert "MISMATCH" not in md and "| ok |" in md  # the shape table checks out
+
+
+def test_summary_numbers_match_mlflow(report):
+    out, runs = report
+    summary = pd.read_csv(out / "summary.csv").set_index("variant")
+    rep = runs[runs["tags.cnnstudy.stage"] == "replicate"]
+    for variant, group in rep.groupby("params.variant"):
+        assert summary.loc[variant, "n"] == len(group)
+        assert summary.loc[variant, "mean_test_accuracy"] == pytest.approx(
+            group["metrics.test_accuracy"].mean(), rel=1e-5
+        )
+        assert summary.loc[variant, "shift_consistency_mean"] == pytest.approx(
+            group["metrics.shift_consistency"].mean(), rel=1e-5
+        )
+
+
+def test_verdicts_and_claims_have_the_promised_columns(report):
+    out, _ = report
+    v = pd.read_csv(out / "verdicts.csv")
+    assert list(v.columns) == [
+        "factor",
+        "a",
+        "b",
+        "n",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "p_adjusted",
+        "effect_size",
+        "verdict",
+    ]
+    assert set(v["factor"]) == {"padding", "downsampling"}
+    c = pd.read_csv(out / "claims.csv")
+    assert {"claim", "metric", "evidence", "verdict"} <= set(c.columns)
+    assert set(c["verdict"]) <= {"supported", "refuted", "inconclusive"}
+
+
+def test_report_is_logged_to_the_parent_run(report):
+    _, runs = report
+    parent = runs[runs["tags.cnnstudy.kind"] == "sweep"].iloc[0]["run_id"]
+    client = mlflow.tracking.MlflowClient()
+    names = {a.path for a in client.list_artifacts(parent, "report")}
+    assert {"report/report.html", "report/report.md", "report/verdicts.csv"} <= names
+
+
+def test_tuned_value_on_the_grid_edge_is_flagged():
+    from cnnstudy.report import _tuning_caveats
+
+    runs = pd.DataFrame({"variant": ["a", "b", "c"], "learning_rate": [0.001, 0.0031, 0.03]})
+    spec = {"learning_rate": {"min": 0.001, "max": 0.03, "sampling": "log"}}
+    (text,) = _tuning_caveats(runs, spec)
+    assert "a, c" in text and "b" not in text.split("of ")[1].split(" is")[0]
+    assert _tuning_caveats(runs.iloc[[1]], spec) == []
