@@ -76,9 +76,10 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.set)  # every check before anything trains
     from cnnstudy.datasets import load_splits
+    from cnnstudy.locking import sweep_lock
     from cnnstudy.results import export_runs
-    from cnnstudy.sweep import Sweep, clear_stale_state, state_root
-    from cnnstudy.tracking import SweepTracker, tracking_uri
+    from cnnstudy.sweep import state_root
+    from cnnstudy.tracking import tracking_uri
 
     n_trials = len(study.variants) * (study.n_tuning_points() + study.seeds)
     print(
@@ -99,7 +100,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     print(f"data: {splits.sizes()} loaded in {time.perf_counter() - started:.1f}s", flush=True)
 
-    tracker, finished = SweepTracker.open(study.name, study.fingerprint, new=args.new)
+    lock = state_root() / study.name / f"{study.fingerprint}.lock"
+    with sweep_lock(lock, study.name):
+        tracker, status = _run_sweep(study, splits, args.new)
+        if status:
+            return status
+    out = export_runs(tracker.client.get_run(tracker.parent_run_id), RESULTS / study.name)
+    print(
+        f"\ndone in {time.perf_counter() - started:.0f}s.\n"
+        f"  runs:      {out} (one row per replicate trial, read back from MLflow)\n"
+        f"  MLflow:    {tracking_uri()}, experiment {study.name!r}, "
+        f"parent run {tracker.parent_run_id}\n"
+        f"  UI:        make ui   (then open http://127.0.0.1:5000)\n"
+        f"  report:    make report EXP={study.path}"
+    )
+    return 0
+
+
+def _run_sweep(study, splits, new: bool):  # noqa: ANN001, ANN202
+    """Open (or resume) the sweep's parent run and run the missing trials."""
+    from cnnstudy.sweep import Sweep, clear_stale_state, state_root
+    from cnnstudy.tracking import SweepTracker
+
+    tracker, finished = SweepTracker.open(study.name, study.fingerprint, new=new)
     directory = state_root() / study.name / tracker.sweep_id
     if finished:
         print(
@@ -125,18 +148,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 "\ninterrupted: finished trials are kept; run the same command to resume.",
                 file=sys.stderr,
             )
-            return 130
+            return tracker, 130
         tracker.close("FINISHED")
-    out = export_runs(tracker.client.get_run(tracker.parent_run_id), RESULTS / study.name)
-    print(
-        f"\ndone in {time.perf_counter() - started:.0f}s.\n"
-        f"  runs:      {out} (one row per replicate trial, read back from MLflow)\n"
-        f"  MLflow:    {tracking_uri()}, experiment {study.name!r}, "
-        f"parent run {tracker.parent_run_id}\n"
-        f"  UI:        make ui   (then open http://127.0.0.1:5000)\n"
-        f"  report:    make report EXP={study.path}"
-    )
-    return 0
+    return tracker, 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -259,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except Exception as err:
         from cnnstudy.datasets import DataError
+        from cnnstudy.locking import SweepBusyError
 
-        if args.debug or not isinstance(err, (StudyError, DataError, LookupError)):
+        expected = (StudyError, DataError, LookupError, SweepBusyError)
+        if args.debug or not isinstance(err, expected):
             if args.debug:
                 raise
             print(
