@@ -348,7 +348,9 @@ def _document(data, summary, verdicts, anova, claims, head, figs) -> Doc:  # noq
     doc.p(
         "Rule: a difference counts only if its paired 95% t-interval excludes 0 **and** its "
         "Holm-adjusted paired t-test p < 0.05. Otherwise the report says "
-        '"no significant difference" and names no winner.'
+        '"no significant difference" and names no winner. The CI is per comparison; the Holm '
+        "adjustment guards against finding a winner by testing several pairs, so a CI that "
+        "only just excludes 0 can still fall short."
     )
 
     doc.h("Verdict per design factor")
