@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 EXP ?= experiments/default.toml
 ARGS ?=
 PORT ?= 5000
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONUNBUFFERED := 1
@@ -54,6 +55,13 @@ test: $(BIN)/.installed ## run the fast test suite (slow tests excluded)
 .PHONY: test-slow
 test-slow: $(BIN)/.installed ## run only the slow tests (real training)
 	$(BIN)/python -m pytest -q -m slow
+
+.PHONY: e2e
+e2e: $(BIN)/.installed ## real-browser checks (headless Chromium): MLflow UI and report; saves screenshots
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	CNNSTUDY_E2E_REQUIRED=1 CNNSTUDY_SCREENSHOTS=results/screenshots $(BIN)/python -m pytest -q -m e2e tests/test_e2e.py
 
 .PHONY: lint
 lint: $(BIN)/.installed ## ruff check

@@ -73,12 +73,20 @@ def _artifact_root(uri: str) -> str | None:
     return (db.parent / "mlartifacts").as_uri()
 
 
+# MLflow 3's UI opens an experiment on its GenAI tracing view unless told it is model training.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     root = _artifact_root(tracking_uri())
-    return client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+    return client.create_experiment(
+        name,
+        artifact_location=f"{root}/{name}" if root else None,
+        tags=dict([EXPERIMENT_KIND]),
+    )
 
 
 # ---------------------------------------------------------------- provenance
