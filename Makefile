@@ -44,6 +44,10 @@ report: $(BIN)/.installed ## write results/<study>/report.{html,md} from the lat
 shapes: $(BIN)/.installed ## print every variant's layer shapes, params and MACs
 	$(BIN)/cnnstudy shapes $(EXP) $(ARGS)
 
+.PHONY: bench
+bench: $(BIN)/.installed ## harness overhead, images/s per variant and backend, scaling -> results/bench/
+	$(BIN)/python -m cnnstudy.bench $(EXP)
+
 .PHONY: ui
 ui: $(BIN)/.installed ## serve the MLflow UI on http://127.0.0.1:$(PORT)
 	$(BIN)/cnnstudy ui --port $(PORT)

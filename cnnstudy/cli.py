@@ -19,7 +19,6 @@ RESULTS = Path("results")
 def quiet_frameworks() -> None:
     """Silence TensorFlow/absl start-up noise and MLflow's migration logs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("KERAS_HOME", os.path.expanduser("~/.keras"))
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -27,6 +26,23 @@ def quiet_frameworks() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     for name in ("alembic", "mlflow", "absl", "tensorflow", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def import_backend_quietly() -> None:
+    """Import Keras with C-level stderr muted: TensorFlow's C++ start-up lines (oneDNN,
+    cuDNN/cuBLAS factories, absl) ignore TF_CPP_MIN_LOG_LEVEL. (Never switch oneDNN off to
+    hide them: TF_ENABLE_ONEDNN_OPTS=0 halves TensorFlow's CPU speed.)"""
+    import sys as _sys
+
+    _sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 # ---------------------------------------------------------------- commands
@@ -75,6 +91,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.set)  # every check before anything trains
+    import_backend_quietly()
     from cnnstudy.datasets import load_splits
     from cnnstudy.locking import sweep_lock
     from cnnstudy.results import export_runs

@@ -41,6 +41,9 @@ class ProbeSet:
     y: np.ndarray
     mean_border_offset: float  # px between the centred and the border placement
 
+    def inputs(self) -> list[np.ndarray]:
+        return [self.shifted_a, self.shifted_b, self.center, self.border]
+
 
 def centre_offsets(boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     top, bottom, left, right = boxes.T
@@ -79,15 +82,20 @@ def build_probe_set(x_test: np.ndarray, y_test: np.ndarray, k: int, seed: int) -
     )
 
 
-def top1(predict, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    return np.argmax(predict(x), axis=-1)
-
-
 def run_probes(predict, probes: ProbeSet, train_accuracy: float, test_accuracy: float) -> dict:  # noqa: ANN001
     """``predict`` maps images to class scores (e.g. a bound ``model.predict``)."""
-    consistency = float(np.mean(top1(predict, probes.shifted_a) == top1(predict, probes.shifted_b)))
-    border = float(np.mean(top1(predict, probes.border) == probes.y))
-    center = float(np.mean(top1(predict, probes.center) == probes.y))
+    scores = [predict(x) for x in probes.inputs()]
+    return probe_metrics(scores, probes.y, train_accuracy, test_accuracy)
+
+
+def probe_metrics(
+    scores: list[np.ndarray], y: np.ndarray, train_accuracy: float, test_accuracy: float
+) -> dict:
+    """The probe metrics from class scores of ``ProbeSet.inputs()``, in that order."""
+    a, b, center_scores, border_scores = (np.argmax(s, axis=-1) for s in scores)
+    consistency = float(np.mean(a == b))
+    border = float(np.mean(border_scores == y))
+    center = float(np.mean(center_scores == y))
     return {
         "shift_consistency": consistency,
         "border_accuracy": border,

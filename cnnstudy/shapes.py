@@ -58,10 +58,15 @@ def keras_rows(
 
 
 def variant_table(
-    variant: Variant, settings: dict[str, Any], input_shape: tuple[int, int, int], n_classes: int
+    variant: Variant,
+    settings: dict[str, Any],
+    input_shape: tuple[int, int, int],
+    n_classes: int,
+    model: keras.Model | None = None,
 ) -> list[dict[str, Any]]:
+    """The layer table of ``model`` (built here if not given) for this variant."""
     specs = plan(variant, settings, n_classes)
-    model = build_model(variant, settings, input_shape, n_classes)
+    model = model or build_model(variant, settings, input_shape, n_classes)
     return keras_rows(model, specs, variant)
 
 

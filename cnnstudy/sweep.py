@@ -29,6 +29,7 @@ from cnnstudy.datasets import Splits
 from cnnstudy.models import build_model, compile_model
 from cnnstudy.shapes import variant_table
 from cnnstudy.tracking import SweepTracker
+from cnnstudy.trialplot import learning_curve_png
 from cnnstudy.variants import VARIANTS
 
 TUNE, REPLICATE = "tune", "replicate"
@@ -60,6 +61,8 @@ class Progress:
     def trial(self, stage: str, variant: str, detail: str, result: str, seconds: float) -> None:
         self.done += 1
         self.ran_here += 1
+        if self.stream is None:  # quiet (the benchmark)
+            return
         elapsed = time.perf_counter() - self.started
         eta = elapsed / self.ran_here * (self.total - self.done)
         width = len(str(self.total))
@@ -132,9 +135,18 @@ class Sweep:
         self.probe_set = probes.build_probe_set(
             splits.x_test, splits.y_test, k=f["probe_shift"], seed=f["probe_seed"]
         )
+        # Everything the trained model is scored on, predicted in one pass: the test split,
+        # a fixed training sample the size of the test split (for train accuracy), the probes.
+        rng = np.random.default_rng(f["probe_seed"])
+        n_test = len(splits.y_test)
+        sample = rng.choice(len(splits.y_train), min(n_test, len(splits.y_train)), replace=False)
+        self.train_sample_y = splits.y_train[sample]
+        parts = [splits.x_test, splits.x_train[sample], *self.probe_set.inputs()]
+        self.eval_bounds = np.cumsum([0, *(len(p) for p in parts)])
+        self.eval_inputs = np.concatenate(parts)
         n_tune = len(study.variants) * study.n_tuning_points()
         n_rep = len(study.variants) * study.seeds
-        self.progress = Progress(total=n_tune + n_rep, stream=sys.stderr if quiet else sys.stdout)
+        self.progress = Progress(total=n_tune + n_rep, stream=None if quiet else sys.stdout)
 
     # -- stages
     def _tuner(self, stage: str, hp: keras_tuner.HyperParameters) -> StudyTuner:
@@ -189,7 +201,8 @@ class Sweep:
         else:
             seed, nuisance = int(values["seed"]), self.best[variant.name]
         key = f"{stage}/{trial.trial_id}"
-        previous = self.tracker.finished_trial(key)
+        earlier = self.tracker.trial_runs(key)  # one look-up serves both checks below
+        previous = self.tracker.finished_trial(key, earlier)
         if previous is not None:  # finished in MLflow, then the process died: keep that run
             self.progress.skip(1)
             return {"val_accuracy": previous.data.metrics["val_accuracy"]}
@@ -199,7 +212,7 @@ class Sweep:
         name = f"{stage}-{variant.name}-" + (
             f"seed{seed}" if stage == REPLICATE else f"t{trial.trial_id}"
         )
-        run_id = self.tracker.start_trial(key, stage, name, params)
+        run_id = self.tracker.start_trial(key, stage, name, params, earlier)
         started = time.perf_counter()
         detail = f"seed={seed}" if stage == REPLICATE else _fmt(nuisance)
         try:
@@ -249,7 +262,7 @@ class Sweep:
         keras.utils.set_random_seed(seed)
         input_shape, n_classes = self.splits.input_shape, self.study.n_classes
         model = compile_model(build_model(variant, settings, input_shape, n_classes), settings)
-        table = variant_table(variant, settings, input_shape, n_classes)
+        table = variant_table(variant, settings, input_shape, n_classes, model)
         self._log_table(run_id, table)
 
         def on_epoch(epoch: int, logs: dict[str, float]) -> None:
@@ -280,20 +293,21 @@ class Sweep:
         return metrics
 
     def _evaluate(self, model: keras.Model, settings: dict) -> dict[str, float]:
-        """The one look at the test split: accuracy, the claim probes, and cost."""
-        s = self.splits
-        test = training.evaluate(model, s.x_test, s.y_test)
-        train = training.evaluate(model, s.x_train, s.y_train)
-
-        def predict(x: np.ndarray) -> np.ndarray:
-            return model.predict(x, batch_size=256, verbose=0)
-
+        """The one look at the test split: accuracy, the claim probes, and inference cost."""
+        scores, infer_rate = training.timed_predict(model, self.eval_inputs)
+        parts = [
+            scores[a:b] for a, b in zip(self.eval_bounds[:-1], self.eval_bounds[1:], strict=True)
+        ]
+        test = training.scores_metrics(parts[0], self.splits.y_test)
+        train = training.scores_metrics(parts[1], self.train_sample_y)
         return {
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
-            **probes.run_probes(predict, self.probe_set, train["accuracy"], test["accuracy"]),
+            **probes.probe_metrics(
+                parts[2:], self.probe_set.y, train["accuracy"], test["accuracy"]
+            ),
             "border_offset_px": self.probe_set.mean_border_offset,
-            "infer_images_per_second": training.inference_images_per_second(model, s.x_test),
+            "infer_images_per_second": infer_rate,
         }
 
     # -- artifacts
@@ -311,25 +325,9 @@ class Sweep:
     def _log_curve(
         self, run_id: str, history: dict[str, list[float]], name: str, seed: int
     ) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3))
-        epochs = range(1, len(history["loss"]) + 1)
-        for metric, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
-            ax.plot(epochs, history[metric], marker="o", label="train")
-            ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(metric)
-        ax_acc.legend()
-        fig.suptitle(f"{name}, seed {seed}")
-        fig.tight_layout()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "learning_curve.png"
-            fig.savefig(path, dpi=80)
-            plt.close(fig)
+            learning_curve_png(history, f"{name}, seed {seed}", path)
             self.tracker.log_artifact(run_id, path)
 
 

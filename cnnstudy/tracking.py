@@ -228,14 +228,17 @@ class SweepTracker:
             run_view_type=mlflow.entities.ViewType.ACTIVE_ONLY,
         )
 
-    def finished_trial(self, key: str):
+    def finished_trial(self, key: str, earlier: list | None = None):
         """The FINISHED run of this trial, if a previous process completed it."""
-        done = [r for r in self.trial_runs(key) if r.info.status == "FINISHED"]
+        runs = self.trial_runs(key) if earlier is None else earlier
+        done = [r for r in runs if r.info.status == "FINISHED"]
         return done[0] if done else None
 
-    def start_trial(self, key: str, stage: str, name: str, params: dict[str, Any]) -> str:
+    def start_trial(
+        self, key: str, stage: str, name: str, params: dict[str, Any], earlier: list | None = None
+    ) -> str:
         """Open a child run; an earlier attempt left RUNNING by a killed process becomes KILLED."""
-        for stale in self.trial_runs(key):
+        for stale in self.trial_runs(key) if earlier is None else earlier:
             if stale.info.status == "RUNNING":
                 self.client.set_tag(
                     stale.info.run_id, "cnnstudy.failure", "interrupted (process died)"
@@ -253,6 +256,7 @@ class SweepTracker:
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        # Synchronous on purpose: MLflow's async queue measured slower here (make bench).
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]

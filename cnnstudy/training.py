@@ -1,7 +1,7 @@
 """Train and evaluate one model. Backend-neutral Keras 3; knows nothing of tuners or MLflow.
 
 Data order is common random numbers: epoch e of seed s visits the training set in the
-permutation drawn from ``numpy.random.default_rng(s)``, whatever the variant, so
+e-th permutation drawn from ``numpy.random.default_rng(s)``, whatever the variant, so
 differences between variants at the same seed can be paired.
 """
 
@@ -35,6 +35,7 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
     train_seconds: float = 0.0  # wall time of all epochs, first-epoch compilation included
     train_images_per_second: float = 0.0  # steady state: epochs after the first, no validation
+    diverged_at: int | None = None
 
 
 class _TrainClock(keras.callbacks.Callback):
@@ -62,8 +63,65 @@ class _TrainClock(keras.callbacks.Callback):
 
 
 def epoch_order(seed: int, epochs: int, n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.permutation(n) for _ in range(epochs)]
+    """The training-set permutation of every epoch for ``seed`` (what SeededBatches serves)."""
+    return [epoch_order_at(seed, e, n) for e in range(epochs)]
+
+
+class SeededBatches(keras.utils.PyDataset):
+    """Training batches in the seed's order, reshuffled (and re-augmented) every epoch.
+
+    One ``fit`` call on any backend, and the same data stream for every variant at a seed.
+    Epoch e's order and shifts come from ``(seed, e)`` alone, set by ``set_epoch`` from a
+    callback: Keras may call ``on_epoch_end`` more often than once an epoch (it does once
+    before training), and must be run with ``shuffle=False`` or it reorders the batches
+    with its own RNG.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shift: int = 0):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.shift, self.seed = x, y, batch_size, shift, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order = epoch_order_at(self.seed, epoch, len(self.y))
+        if self.shift:
+            rng = np.random.default_rng([self.seed, epoch, 1])
+            self.offsets = random_shifts(rng, len(self.y), self.shift)
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        x = self.x[idx]
+        if self.shift:
+            x = shift_each(x, self.offsets[0][idx], self.offsets[1][idx])
+        return x, self.y[idx]
+
+
+def epoch_order_at(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Epoch ``epoch``'s permutation of n training images at ``seed``."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+class _EpochEnd(keras.callbacks.Callback):
+    def __init__(self, result: FitResult, hook: EpochHook | None, batches: SeededBatches):
+        super().__init__()
+        self.result, self.hook, self.batches = result, hook, batches
+
+    def on_epoch_begin(self, epoch, logs=None):  # noqa: ANN001, ANN201
+        self.batches.set_epoch(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, ANN201
+        values = {m: float(logs[m]) for m in EPOCH_METRICS if m in (logs or {})}
+        if not math.isfinite(values.get("loss", math.nan)):
+            self.result.diverged_at = epoch
+            self.model.stop_training = True
+            return
+        for m, v in values.items():
+            self.result.history[m].append(v)
+        if self.hook is not None:
+            self.hook(epoch, values)
 
 
 def fit(
@@ -76,43 +134,59 @@ def fit(
     augment_shift: int = 0,
     on_epoch: EpochHook | None = None,
 ) -> FitResult:
-    """Train epoch by epoch in the seed's data order; raise DivergedError on a NaN loss."""
-    n = len(splits.y_train)
-    aug_rng = np.random.default_rng([seed, 1])
+    """Train in the seed's data order; raise DivergedError on a NaN loss."""
     clock = _TrainClock()
     result = FitResult(history={m: [] for m in EPOCH_METRICS})
+    batches = SeededBatches(splits.x_train, splits.y_train, batch_size, seed, augment_shift)
     start = time.perf_counter()
-    for epoch, order in enumerate(epoch_order(seed, epochs, n)):
-        x = splits.x_train[order]
-        if augment_shift:
-            x = shift_each(x, *random_shifts(aug_rng, n, augment_shift))
-        logs = model.fit(
-            x,
-            splits.y_train[order],
-            batch_size=batch_size,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            shuffle=False,
-            validation_data=(splits.x_val, splits.y_val),
-            callbacks=[keras.callbacks.TerminateOnNaN(), clock],
-            verbose=0,
-        ).history
-        values = {m: float(logs[m][-1]) for m in EPOCH_METRICS if logs.get(m)}
-        if not math.isfinite(values.get("loss", math.nan)):
-            raise DivergedError(epoch)
-        for m, v in values.items():
-            result.history[m].append(v)
-        if on_epoch is not None:
-            on_epoch(epoch, values)
+    model.fit(
+        batches,
+        epochs=epochs,
+        validation_data=(splits.x_val, splits.y_val),
+        validation_batch_size=256,
+        shuffle=False,  # the order is ours (SeededBatches), not Keras's
+        callbacks=[keras.callbacks.TerminateOnNaN(), clock, _EpochEnd(result, on_epoch, batches)],
+        verbose=0,
+    )
+    if result.diverged_at is None and len(result.history["loss"]) < epochs:
+        result.diverged_at = len(result.history["loss"])  # TerminateOnNaN stopped mid-epoch
+    if result.diverged_at is not None:
+        raise DivergedError(result.diverged_at)
     result.train_seconds = time.perf_counter() - start
     steady = clock.seconds[1:] or clock.seconds
-    result.train_images_per_second = n * len(steady) / max(sum(steady), 1e-9)
+    result.train_images_per_second = len(splits.y_train) * len(steady) / max(sum(steady), 1e-9)
     return result
 
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict:
     loss, acc = model.evaluate(x, y, batch_size=batch_size, verbose=0)
     return {"loss": float(loss), "accuracy": float(acc)}
+
+
+def timed_predict(
+    model: keras.Model, x: np.ndarray, batch_size: int = 256
+) -> tuple[np.ndarray, float]:
+    """Class scores for x, and steady-state images/s: the first batch (which compiles the
+    predict function) is scored but not timed."""
+    if len(x) <= 2 * batch_size:  # too small to split: warm up on all of it, then time it
+        model.predict(x, batch_size=batch_size, verbose=0)
+        start = time.perf_counter()
+        scores = model.predict(x, batch_size=batch_size, verbose=0)
+        return scores, len(x) / max(time.perf_counter() - start, 1e-9)
+    head = model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
+    start = time.perf_counter()
+    tail = model.predict(x[batch_size:], batch_size=batch_size, verbose=0)
+    rate = (len(x) - batch_size) / max(time.perf_counter() - start, 1e-9)
+    return np.concatenate([head, tail]), rate
+
+
+def scores_metrics(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Accuracy and sparse categorical cross-entropy (Keras's epsilon) from softmax scores."""
+    p = np.clip(scores[np.arange(len(y)), y], 1e-7, 1.0)
+    return {
+        "accuracy": float(np.mean(scores.argmax(axis=1) == y)),
+        "loss": float(-np.log(p).mean()),
+    }
 
 
 def inference_images_per_second(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> float:

@@ -1,0 +1,392 @@
+"""`make bench`: harness overhead, throughput per variant and backend, sweep scaling.
+
+Everything is measured side by side in one run, and the ratios are printed last. Results go
+to results/bench/<machine>.{md,csv}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cnnstudy.config import Study, load_study
+from cnnstudy.datasets import Splits, load_splits
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+@contextmanager
+def scratch_store():
+    """A throw-away MLflow store and tuner state, so the bench never touches the user's."""
+    old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "CNNSTUDY_STATE_DIR")}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        os.environ["CNNSTUDY_STATE_DIR"] = f"{tmp}/state"
+        try:
+            yield Path(tmp)
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def _splits(study: Study) -> Splits:
+    f = study.fixed
+    return load_splits(
+        study.dataset,
+        data_path=study.data_path,
+        val_fraction=f["val_fraction"],
+        test_fraction=f["test_fraction"],
+        split_seed=f["split_seed"],
+        limit=study.limit,
+    )
+
+
+# ---------------------------------------------------------------- 1. harness overhead
+
+
+def bare_trial(study: Study, splits: Splits, nuisance: dict) -> float:
+    """model.fit + evaluate of the same model, data, epochs and batch size: the baseline."""
+    import keras
+
+    from cnnstudy.models import build_model, compile_model
+
+    variant = study.variants[0]
+    settings = study.settings(nuisance)
+    start = time.perf_counter()
+    keras.utils.set_random_seed(0)
+    model = compile_model(
+        build_model(variant, settings, splits.input_shape, study.n_classes), settings
+    )
+    model.fit(
+        splits.x_train,
+        splits.y_train,
+        batch_size=settings["batch_size"],
+        epochs=settings["epochs"],
+        validation_data=(splits.x_val, splits.y_val),
+        shuffle=True,
+        verbose=0,
+    )
+    model.evaluate(splits.x_test, splits.y_test, verbose=0)
+    return time.perf_counter() - start
+
+
+def harness_trial(study: Study, splits: Splits, nuisance: dict) -> float:
+    """One replicate trial through cnnstudy: keras-tuner, MLflow logging, probes."""
+    from cnnstudy.sweep import REPLICATE, Sweep
+    from cnnstudy.tracking import SweepTracker
+
+    # a fresh sweep (parent run, keras-tuner project) for each repetition; the store exists
+    tracker, _ = SweepTracker.open(study.name, "bench", new=True)
+    sweep = Sweep(study, splits, tracker, quiet=True)
+    sweep.best = {study.variants[0].name: nuisance}
+    tuner = sweep._tuner(REPLICATE, sweep.replicate_space([study.variants[0].name]))
+    start = time.perf_counter()
+    tuner.search(verbose=0)
+    return time.perf_counter() - start
+
+
+def overhead(study: Study, repeats: int = 3) -> dict:
+    from cnnstudy.tracking import SweepTracker
+
+    splits = _splits(study)
+    nuisance = {k: s.values[len(s.values) // 2] for k, s in study.nuisance.items()}
+    with scratch_store():
+        SweepTracker.open(study.name, "bench")  # creating the store is per sweep, not per trial
+        bare, harness = [], []
+        bare_trial(study, splits, nuisance)  # warm-up: imports, first graph compilation
+        for _ in range(repeats):  # interleaved, so drift hits both alike
+            bare.append(bare_trial(study, splits, nuisance))
+            harness.append(harness_trial(study, splits, nuisance))
+    b, h = statistics.median(bare), statistics.median(harness)
+    return {
+        "bare_seconds": b,
+        "harness_seconds": h,
+        "overhead_ratio": h / b,
+        "bare_all": bare,
+        "harness_all": harness,
+    }
+
+
+# ---------------------------------------------------------------- 2. throughput
+
+
+def throughput(study: Study, n_images: int = 1024) -> list[dict]:
+    """Train and inference images/s of every variant on random inputs of the study's shape."""
+    import keras
+
+    from cnnstudy.models import build_model, compile_model
+    from cnnstudy.training import timed_predict
+
+    rng = np.random.default_rng(0)
+    x = rng.random((n_images, *study.input_shape), dtype=np.float32)
+    y = rng.integers(0, study.n_classes, n_images)
+    settings = study.settings({k: s.values[0] for k, s in study.nuisance.items()})
+    batch = settings["batch_size"]
+    rows = []
+    for variant in study.variants:
+        keras.utils.set_random_seed(0)
+        model = build_model(variant, settings, study.input_shape, study.n_classes)
+        compile_model(model, settings)
+        model.fit(x[: 4 * batch], y[: 4 * batch], batch_size=batch, epochs=1, verbose=0)  # compile
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        train_rate = n_images / (time.perf_counter() - start)
+        _, infer_rate = timed_predict(model, x)
+        rows.append(
+            {
+                "section": "throughput",
+                "backend": keras.backend.backend(),
+                "study": study.name,
+                "variant": variant.name,
+                "input_shape": "x".join(map(str, study.input_shape)),
+                "batch_size": batch,
+                "train_images_per_second": train_rate,
+                "infer_images_per_second": infer_rate,
+            }
+        )
+    return rows
+
+
+def installed_backends() -> list[str]:
+    return [b for b in BACKENDS if find_spec(b if b != "tensorflow" else "tensorflow") is not None]
+
+
+def throughput_all_backends(studies: list[str]) -> list[dict]:
+    """One subprocess per installed backend (Keras fixes its backend at import)."""
+    rows = []
+    for backend in installed_backends():
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        proc = subprocess.run(
+            [sys.executable, "-m", "cnnstudy.bench", "--throughput-json", *studies],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            rows.append(
+                {
+                    "section": "throughput",
+                    "backend": backend,
+                    "note": f"failed: {proc.stderr.strip().splitlines()[-1:]}",
+                }
+            )
+            continue
+        rows += json.loads(proc.stdout.strip().splitlines()[-1])
+    return rows
+
+
+# ---------------------------------------------------------------- 3. scaling
+
+
+def scaling(base: Study, multiples: tuple[int, ...] = (1, 2, 4)) -> list[dict]:
+    """Sweep wall time as trials grow; data is loaded once, outside the timed part."""
+    from cnnstudy.sweep import Sweep
+    from cnnstudy.tracking import SweepTracker
+
+    start = time.perf_counter()
+    splits = _splits(base)
+    load_seconds = time.perf_counter() - start
+    rows = []
+    for m in multiples:
+        study = load_study(base.path, [*SCALING_SET, f"study.seeds={m * 2 - 1}"])
+        with scratch_store():
+            tracker, _ = SweepTracker.open(study.name, f"scale{m}")
+            sweep = Sweep(study, splits, tracker, quiet=True)
+            start = time.perf_counter()
+            sweep.run()
+            seconds = time.perf_counter() - start
+        trials = len(study.variants) * (study.n_tuning_points() + study.seeds)
+        rows.append(
+            {
+                "section": "scaling",
+                "backend": _backend(),
+                "study": study.name,
+                "trials": trials,
+                "seconds": seconds,
+                "seconds_per_trial": seconds / trials,
+                "data_load_seconds": load_seconds,
+            }
+        )
+    return rows
+
+
+SCALING_SET = [
+    "study.budget=1",
+    "study.limit=1000",
+    "fixed.epochs=1",
+    "scientific.paddings=['same']",
+    "scientific.downsamplings=['maxpool','stride']",
+]
+
+
+def _backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def machine_name() -> str:
+    from cnnstudy.tracking import device_description
+
+    device = device_description()
+    if device.startswith("cpu"):
+        return f"cpu-{os.cpu_count()}core-{platform.machine()}"
+    return "gpu-" + "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")[:40]
+
+
+def run_bench(study_path: str, out_dir: Path, repeats: int = 5) -> pd.DataFrame:
+    one = load_study(
+        study_path,
+        ["study.seeds=1", "scientific.paddings=['same']", "scientific.downsamplings=['maxpool']"],
+    )
+    print(
+        f"1/3 harness overhead: one replicate trial of {one.variants[0].name}, "
+        f"{repeats} interleaved repeats ...",
+        flush=True,
+    )
+    ov = overhead(one, repeats)
+    rows = [
+        {
+            "section": "overhead",
+            "backend": _backend(),
+            "study": one.name,
+            "variant": one.variants[0].name,
+            "trials": 1,
+            "seconds": ov["harness_seconds"],
+            "bare_seconds": ov["bare_seconds"],
+            "overhead_ratio": ov["overhead_ratio"],
+            "note": "median of {}; harness {:.2f}-{:.2f}s, bare {:.2f}-{:.2f}s".format(
+                repeats,
+                min(ov["harness_all"]),
+                max(ov["harness_all"]),
+                min(ov["bare_all"]),
+                max(ov["bare_all"]),
+            ),
+        }
+    ]
+    print(
+        f"2/3 throughput per variant, backends: {', '.join(installed_backends())} ...", flush=True
+    )
+    rows += throughput_all_backends([study_path, "experiments/cifar10.toml"])
+    print("3/3 scaling: sweep wall time at 1x, 2x, 4x the trials ...", flush=True)
+    rows += scaling(load_study(study_path))
+    df = pd.DataFrame(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = machine_name()
+    df.to_csv(out_dir / f"{name}.csv", index=False, float_format="%.6g")
+    (out_dir / f"{name}.md").write_text(render_markdown(df, name))
+    return df
+
+
+def render_markdown(df: pd.DataFrame, name: str) -> str:
+    from cnnstudy.report import _md_table
+    from cnnstudy.tracking import device_description, package_versions
+
+    ov = df[df["section"] == "overhead"].iloc[0]
+    tp = df[df["section"] == "throughput"].dropna(axis=1, how="all")
+    sc = df[df["section"] == "scaling"]
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    lines = [
+        f"# cnnstudy bench: {name}",
+        "",
+        f"Generated by `make bench` on {device_description()} ({versions}). Do not edit.",
+        "",
+        "## Harness overhead",
+        "",
+        f"One replicate trial through cnnstudy (keras-tuner + MLflow + probes) against a bare "
+        f"`model.fit` + `evaluate` of the same model, data, epochs and batch size, in the same "
+        f"process: **overhead_ratio = {ov['overhead_ratio']:.3f}** "
+        f"({ov['seconds']:.2f}s vs {ov['bare_seconds']:.2f}s; {ov['note']}).",
+        "",
+        "## Throughput (images/s, random inputs, batch size of the study)",
+        "",
+        _md_table(
+            tp.drop(
+                columns=[
+                    c
+                    for c in (
+                        "section",
+                        "trials",
+                        "seconds",
+                        "note",
+                        "overhead_ratio",
+                        "bare_seconds",
+                        "seconds_per_trial",
+                        "data_load_seconds",
+                    )
+                    if c in tp
+                ]
+            ).round(0)
+        ),
+        "",
+        "## Scaling (sweep wall time as trials grow; data loaded once)",
+        "",
+        _md_table(sc[["trials", "seconds", "seconds_per_trial", "data_load_seconds"]].round(2)),
+        "",
+        f"seconds per trial at 4x / at 1x: "
+        f"{sc['seconds_per_trial'].iloc[-1] / sc['seconds_per_trial'].iloc[0]:.2f} (1.00 = linear)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def short_table(df: pd.DataFrame) -> str:
+    ov = df[df["section"] == "overhead"].iloc[0]
+    out = [f"overhead_ratio (harness / bare fit+evaluate): {ov['overhead_ratio']:.3f}"]
+    tp = df[(df["section"] == "throughput") & df.get("variant", pd.Series()).notna()]
+    for (backend, study), g in tp.groupby(["backend", "study"]):
+        out.append(
+            f"{backend:<10} {study:<8} train img/s "
+            + ", ".join(
+                f"{v}={r:,.0f}"
+                for v, r in zip(g["variant"], g["train_images_per_second"], strict=True)
+            )
+        )
+    sc = df[df["section"] == "scaling"]
+    out.append(
+        "scaling s/trial: "
+        + ", ".join(
+            f"{int(t)} trials={s:.2f}"
+            for t, s in zip(sc["trials"], sc["seconds_per_trial"], strict=True)
+        )
+    )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--throughput-json":  # the per-backend subprocess
+        rows = [r for path in argv[1:] for r in throughput(load_study(path))]
+        print(json.dumps(rows))
+        return 0
+    study = argv[0] if argv else "experiments/default.toml"
+    df = run_bench(study, Path("results/bench"))
+    print("\n" + short_table(df))
+    print(f"\nwrote results/bench/{machine_name()}.md and .csv")
+    return 0
+
+
+if __name__ == "__main__":
+    from cnnstudy.cli import import_backend_quietly, quiet_frameworks
+
+    quiet_frameworks()
+    import_backend_quietly()
+    sys.exit(main())
