@@ -33,8 +33,8 @@ help: ## list the targets
 install: $(BIN)/.installed ## create .venv and install cnnstudy (the other targets do this too)
 
 .PHONY: sweep
-sweep: $(BIN)/.installed ## tune + replicate every variant of EXP, logging to MLflow
-	$(BIN)/cnnstudy sweep $(EXP) $(ARGS)
+sweep: $(BIN)/.installed ## tune + replicate every variant of EXP, logging to MLflow (WORKERS=n: distributed)
+	$(BIN)/cnnstudy sweep $(EXP) $(ARGS) $(if $(WORKERS),--workers $(WORKERS))
 
 .PHONY: report
 report: $(BIN)/.installed ## write results/<study>/report.{html,md} from the latest sweep in MLflow

@@ -20,6 +20,7 @@ def quiet_frameworks() -> None:
     """Silence TensorFlow/absl start-up noise and MLflow's migration logs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("KERAS_HOME", os.path.expanduser("~/.keras"))
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -117,8 +118,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     print(f"data: {splits.sizes()} loaded in {time.perf_counter() - started:.1f}s", flush=True)
 
+    from cnnstudy import distributed
+
+    if distributed.role():  # a chief or worker process started by --workers
+        return _run_role(study, splits)
     lock = state_root() / study.name / f"{study.fingerprint}.lock"
     with sweep_lock(lock, study.name):
+        if args.workers:
+            child_args = [args.study, *(x for s in args.set for x in ("--set", s))]
+            log_dir = state_root().parent / "logs" / study.name
+            return distributed.run_distributed(child_args, args.workers, study, log_dir)
         tracker, status = _run_sweep(study, splits, args.new)
         if status:
             return status
@@ -131,6 +140,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"  UI:        make ui   (then open http://127.0.0.1:5000)\n"
         f"  report:    make report EXP={study.path}"
     )
+    return 0
+
+
+def _run_role(study, splits) -> int:  # noqa: ANN001
+    from cnnstudy.distributed import PARENT_ENV
+    from cnnstudy.sweep import Sweep
+    from cnnstudy.tracking import SweepTracker
+
+    tracker = SweepTracker.attach(os.environ[PARENT_ENV])
+    Sweep(study, splits, tracker).run()
     return 0
 
 
@@ -252,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="tune and replicate every variant, logging to MLflow")
     with_study(p)
     p.add_argument("--new", action="store_true", help="start a fresh sweep instead of resuming")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run on keras-tuner's distributed mode: an MLflow server, a chief "
+        "and N worker processes on this machine",
+    )
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("shapes", help="layer table of every variant (shapes from Keras)")

@@ -23,7 +23,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from cnnstudy import probes, training
+from cnnstudy import distributed, probes, training
 from cnnstudy.config import Study
 from cnnstudy.datasets import Splits
 from cnnstudy.models import build_model, compile_model
@@ -64,6 +64,14 @@ class Progress:
         if self.stream is None:  # quiet (the benchmark)
             return
         elapsed = time.perf_counter() - self.started
+        if distributed.role() == "worker":  # counts and ETAs are the chief's business
+            print(
+                f"[{distributed.tuner_id()} #{self.ran_here}] {stage:<9} {variant:<14} "
+                f"{detail:<22} {result:<22} {seconds:5.1f}s",
+                file=self.stream,
+                flush=True,
+            )
+            return
         eta = elapsed / self.ran_here * (self.total - self.done)
         width = len(str(self.total))
         print(
@@ -106,6 +114,8 @@ class StudyTuner(keras_tuner.GridSearch):
 
 
 def _finished_count(tuner: keras_tuner.Tuner) -> int:
+    if distributed.role() == "worker":  # the chief's oracle holds the count
+        return 0
     done = ("COMPLETED", "FAILED")
     return sum(1 for t in tuner.oracle.trials.values() if t.status in done)
 
@@ -130,6 +140,9 @@ class Sweep:
     def __init__(self, study: Study, splits: Splits, tracker: SweepTracker, quiet: bool = False):
         self.study, self.splits, self.tracker = study, splits, tracker
         self.directory = state_root() / study.name / tracker.sweep_id
+        self.role = distributed.role()  # None, "chief" or "worker"
+        if self.role == "worker":  # a worker's own keras-tuner files; the oracle is the chief's
+            self.directory = self.directory / distributed.tuner_id()
         self.best: dict[str, dict[str, Any]] = {}
         f = study.fixed
         self.probe_set = probes.build_probe_set(
@@ -168,14 +181,25 @@ class Sweep:
         return hp
 
     def run(self) -> dict[str, dict[str, Any]]:
+        if self.role:
+            distributed.stage_port(0)
         tuner = self._tuner(TUNE, self.tune_space())
         self.progress.skip(_finished_count(tuner))
         tuner.search(verbose=0)
-        self.best = best_per_variant(tuner, list(self.study.nuisance))
-        self._report_untuned()
-        self.tracker.log_json(self.tracker.parent_run_id, self.best, "tuning/best_nuisance.json")
+        if self.role == "worker":
+            self.best = distributed.wait_for_best(self.tracker)
+        else:
+            self.best = best_per_variant(tuner, list(self.study.nuisance))
+            self._report_untuned()
+            self.tracker.log_json(
+                self.tracker.parent_run_id, self.best, "tuning/best_nuisance.json"
+            )
+            if self.role == "chief":
+                distributed.publish_best(self.tracker, self.best)
         variants = [v.name for v in self.study.variants if v.name in self.best]
         if variants:
+            if self.role:
+                distributed.stage_port(1)
             rep = self._tuner(REPLICATE, self.replicate_space(variants))
             self.progress.skip(_finished_count(rep))
             rep.search(verbose=0)

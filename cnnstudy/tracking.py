@@ -196,6 +196,13 @@ class SweepTracker:
         )
         return cls(client, exp_id, run.info.run_id, sweep_id), False
 
+    @classmethod
+    def attach(cls, parent_run_id: str) -> SweepTracker:
+        """The sweep's parent run opened by someone else (the distributed orchestrator)."""
+        client = get_client()
+        parent = client.get_run(parent_run_id)
+        return cls(client, parent.info.experiment_id, parent_run_id, parent.data.tags[SWEEP_ID])
+
     def record_provenance(self, study_path: str, resolved: dict[str, Any], extra: dict[str, str]):
         import keras
 
