@@ -98,6 +98,8 @@ class Processes:
             cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.procs[name] = proc
+        pids = {n: p.pid for n, p in self.procs.items()}
+        (log.parent / "pids.json").write_text(json.dumps(pids))
         return proc
 
     def stop(self, name: str, grace: float = 10.0) -> None:

@@ -11,6 +11,7 @@ keras-tuner's on-disk state makes a re-run finish only the missing trials; the
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import tempfile
@@ -109,8 +110,32 @@ class StudyTuner(keras_tuner.GridSearch):
             **kwargs,
         )
 
+        _repair_grid_cursor(self.oracle)
+
     def run_trial(self, trial, *args, **kwargs):  # noqa: ANN001, ANN201
         return self.sweep.run_trial(self.stage, trial)
+
+
+def _repair_grid_cursor(oracle) -> None:  # noqa: ANN001
+    """Work around keras-tuner 1.4.8: GridSearchOracle keeps its place in the grid
+    (``_ordered_ids``, ``_populate_next``) in memory only, so after a reload the first
+    trial that ends makes the next ``create_trial`` fail with a KeyError. Rebuild both
+    from the reloaded trials, in grid order, as if the search had never stopped."""
+    cursor = getattr(oracle, "_ordered_ids", None)
+    if cursor is None or cursor._memory or not oracle.trials:  # a worker's client, or fresh
+        return
+    trials = oracle.trials
+    order = sorted(
+        trials,
+        key=functools.cmp_to_key(
+            lambda a, b: oracle._compare(
+                trials[a].hyperparameters.values, trials[b].hyperparameters.values
+            )
+        ),
+    )
+    for trial_id in order:
+        cursor.insert(trial_id)
+    oracle._populate_next = list(order)
 
 
 def _finished_count(tuner: keras_tuner.Tuner) -> int:

@@ -209,3 +209,43 @@ def test_study_files_are_data_not_code(write_study, capsys):
     assert main(["validate", str(path)]) == 2
     assert not Path("pwned").exists()
     assert "use letters, digits" in capsys.readouterr().err
+
+
+def test_grid_search_resumes_after_an_interrupted_trial(tmp_path):
+    """keras-tuner's GridSearch forgets its place in the grid on reload; our repair
+    restores it, so a resumed grid runs every point exactly once."""
+    import keras_tuner
+
+    from cnnstudy.sweep import _repair_grid_cursor
+
+    done: list[tuple] = []
+
+    class Grid(keras_tuner.GridSearch):
+        def __init__(self, stop_after, **kwargs):
+            self.stop_after = stop_after
+            super().__init__(**kwargs)
+            _repair_grid_cursor(self.oracle)
+
+        def run_trial(self, trial, *args, **kwargs):
+            if len(done) == self.stop_after:
+                raise KeyboardInterrupt  # the process dies mid-trial
+            done.append((trial.hyperparameters["a"], trial.hyperparameters["b"]))
+            return {"score": 0.0}
+
+    def tuner(stop_after):
+        hp = keras_tuner.HyperParameters()
+        hp.Choice("a", [1, 2, 3])
+        hp.Choice("b", [10, 20])
+        return Grid(
+            stop_after,
+            hyperparameters=hp,
+            objective=keras_tuner.Objective("score", "max"),
+            directory=str(tmp_path),
+            project_name="grid",
+            overwrite=False,
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        tuner(stop_after=2).search(verbose=0)
+    tuner(stop_after=-1).search(verbose=0)
+    assert sorted(done) == [(a, b) for a in (1, 2, 3) for b in (10, 20)]
