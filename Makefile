@@ -53,8 +53,26 @@ ui: $(BIN)/.installed ## serve the MLflow UI on http://127.0.0.1:$(PORT)
 	$(BIN)/cnnstudy ui --port $(PORT)
 
 .PHONY: test
-test: $(BIN)/.installed ## run the fast test suite (slow tests excluded)
+test: $(BIN)/.installed ## run the fast test suite (slow tests excluded; in CI also test-backends)
 	$(BIN)/python -m pytest -q
+	@if [ "$$CI" = "true" ]; then $(MAKE) --no-print-directory test-backends; fi
+
+BACKENDS ?= jax
+BVENV := .venv-backends
+$(BVENV)/.installed: pyproject.toml
+	@test -x $(BVENV)/bin/python || $(PYTHON) -m venv $(BVENV)
+	@echo "setting up $(BVENV) with keras backends: $(BACKENDS)"
+	$(BVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BVENV)/bin/python -m pip install --quiet -e '.[dev]' $(BACKENDS)
+	@touch $@
+
+.PHONY: test-backends
+test-backends: $(BVENV)/.installed ## smoke sweep under each KERAS_BACKEND in BACKENDS (default: jax)
+	@for b in $(BACKENDS); do \
+	  $(BVENV)/bin/python -m pip show -q $$b >/dev/null 2>&1 || $(BVENV)/bin/python -m pip install -q $$b; \
+	  echo "== KERAS_BACKEND=$$b"; \
+	  KERAS_BACKEND=$$b $(BVENV)/bin/python -m pytest -q -m backends tests/test_backends.py || exit 1; \
+	done
 
 .PHONY: test-slow
 test-slow: $(BIN)/.installed ## run only the slow tests (real training)

@@ -1,0 +1,41 @@
+"""The smoke study under whatever KERAS_BACKEND is set (`make test-backends` runs it under
+JAX, and PyTorch with BACKENDS="jax torch"). Model and training code use Keras 3 APIs only."""
+
+import os
+import shutil
+
+import keras
+import mlflow
+import pytest
+
+from cnnstudy.cli import main
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.backends
+
+
+def test_smoke_sweep_runs_on_this_backend(isolated_store):
+    shutil.copy(ROOT / "experiments/smoke.toml", "experiments/smoke.toml")
+    args = ["sweep", "experiments/smoke.toml", "--set", "study.limit=300"]
+    assert main(args) == 0
+    runs = mlflow.search_runs(experiment_names=["smoke"])
+    parent = runs[runs["tags.cnnstudy.kind"] == "sweep"].iloc[0]
+    assert parent["tags.cnnstudy.backend"] == keras.backend.backend()
+    assert keras.backend.backend() == os.environ.get("KERAS_BACKEND", "tensorflow")
+    trials = runs[runs["tags.cnnstudy.kind"] == "trial"]
+    assert len(trials) == 12 and (trials["status"] == "FINISHED").all()
+    assert trials["metrics.test_accuracy"].notna().sum() == 6
+
+
+def test_no_tensorflow_in_model_and_training_code():
+    for name in (
+        "models.py",
+        "training.py",
+        "architecture.py",
+        "probes.py",
+        "imageops.py",
+        "sweep.py",
+        "datasets.py",
+    ):
+        text = (ROOT / "cnnstudy" / name).read_text()
+        assert "import tensorflow" not in text and "tf." not in text, name
