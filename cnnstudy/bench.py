@@ -240,6 +240,54 @@ def _backend() -> str:
     return keras.backend.backend()
 
 
+# ---------------------------------------------------------------- 4. distributed
+
+
+def distributed_walltime(study_path: str, workers: tuple[int, ...] = (1, 2)) -> list[dict]:
+    """The same small sweep with 1 and with 2 workers: whole-command wall time."""
+    rows = []
+    for n in workers:
+        with scratch_store() as tmp:
+            (tmp / "experiments").mkdir()
+            (tmp / "experiments/study.toml").write_text(Path(study_path).read_text())
+            cmd = [
+                sys.executable,
+                "-m",
+                "cnnstudy.cli",
+                "sweep",
+                "experiments/study.toml",
+                *(x for s in DISTRIBUTED_SET for x in ("--set", s)),
+                "--workers",
+                str(n),
+            ]
+            start = time.perf_counter()
+            proc = subprocess.run(
+                cmd, cwd=tmp, env=dict(os.environ), capture_output=True, text=True
+            )
+            seconds = time.perf_counter() - start
+        trials = next((ln for ln in proc.stdout.splitlines() if "trials finished" in ln), "")
+        rows.append(
+            {
+                "section": "distributed",
+                "backend": _backend(),
+                "study": "smoke-like",
+                "workers": n,
+                "seconds": seconds,
+                "note": trials.strip() or proc.stderr[-200:],
+            }
+        )
+    return rows
+
+
+DISTRIBUTED_SET = [
+    "study.name=distbench",
+    "study.limit=1000",
+    "study.seeds=2",
+    "study.budget=1",
+    "fixed.epochs=2",
+]
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -258,7 +306,7 @@ def run_bench(study_path: str, out_dir: Path, repeats: int = 5) -> pd.DataFrame:
         ["study.seeds=1", "scientific.paddings=['same']", "scientific.downsamplings=['maxpool']"],
     )
     print(
-        f"1/3 harness overhead: one replicate trial of {one.variants[0].name}, "
+        f"1/4 harness overhead: one replicate trial of {one.variants[0].name}, "
         f"{repeats} interleaved repeats ...",
         flush=True,
     )
@@ -283,11 +331,13 @@ def run_bench(study_path: str, out_dir: Path, repeats: int = 5) -> pd.DataFrame:
         }
     ]
     print(
-        f"2/3 throughput per variant, backends: {', '.join(installed_backends())} ...", flush=True
+        f"2/4 throughput per variant, backends: {', '.join(installed_backends())} ...", flush=True
     )
     rows += throughput_all_backends([study_path, "experiments/cifar10.toml"])
-    print("3/3 scaling: sweep wall time at 1x, 2x, 4x the trials ...", flush=True)
+    print("3/4 scaling: sweep wall time at 1x, 2x, 4x the trials ...", flush=True)
     rows += scaling(load_study(study_path))
+    print("4/4 distributed: the same sweep with 1 and 2 workers ...", flush=True)
+    rows += distributed_walltime(study_path)
     df = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = machine_name()
@@ -343,6 +393,14 @@ def render_markdown(df: pd.DataFrame, name: str) -> str:
         "",
         f"seconds per trial at 4x / at 1x: "
         f"{sc['seconds_per_trial'].iloc[-1] / sc['seconds_per_trial'].iloc[0]:.2f} (1.00 = linear)",
+        "",
+        "## Distributed (keras-tuner chief + workers, MLflow server; whole command)",
+        "",
+        _md_table(df[df["section"] == "distributed"][["workers", "seconds", "note"]].round(1)),
+        "",
+        "On a 2-core machine the workers share the cores that one TensorFlow process already "
+        "uses, so more workers add start-up cost (a server, a chief, one TensorFlow per worker) "
+        "without adding compute. The mode pays off across machines or GPUs.",
         "",
     ]
     return "\n".join(lines)
