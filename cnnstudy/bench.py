@@ -419,13 +419,11 @@ def short_table(df: pd.DataFrame) -> str:
             )
         )
     sc = df[df["section"] == "scaling"]
-    out.append(
-        "scaling s/trial: "
-        + ", ".join(
-            f"{int(t)} trials={s:.2f}"
-            for t, s in zip(sc["trials"], sc["seconds_per_trial"], strict=True)
-        )
-    )
+    per_trial = zip(sc["trials"], sc["seconds_per_trial"], strict=True)
+    out.append("scaling s/trial: " + ", ".join(f"{int(t)} trials={s:.2f}" for t, s in per_trial))
+    dist = df[df["section"] == "distributed"]
+    walls = zip(dist["workers"], dist["seconds"], strict=True)
+    out.append("distributed: " + ", ".join(f"{int(w)} worker(s) {s:.0f}s" for w, s in walls))
     return "\n".join(out)
 
 
