@@ -144,12 +144,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _run_role(study, splits) -> int:  # noqa: ANN001
-    from cnnstudy.distributed import PARENT_ENV
+    from cnnstudy.distributed import PARENT_ENV, find_parent, role
     from cnnstudy.sweep import Sweep
     from cnnstudy.tracking import SweepTracker
 
-    tracker = SweepTracker.attach(os.environ[PARENT_ENV])
+    if PARENT_ENV in os.environ:  # started by --workers
+        tracker = SweepTracker.attach(os.environ[PARENT_ENV])
+    elif role() == "chief":  # across machines: the chief opens (or resumes) the sweep
+        tracker, _ = SweepTracker.open(study.name, study.fingerprint)
+        tracker.record_provenance(
+            study.path, study.resolved, {"cnnstudy.command": " ".join(sys.argv)}
+        )
+    else:  # a worker finds the chief's sweep by the study's fingerprint
+        tracker = find_parent(study)
     Sweep(study, splits, tracker).run()
+    if role() == "chief" and PARENT_ENV not in os.environ:
+        tracker.close("FINISHED")
     return 0
 
 

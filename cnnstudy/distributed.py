@@ -65,6 +65,21 @@ def tuner_id() -> str:
     return os.environ.get("KERASTUNER_TUNER_ID", "local")
 
 
+def find_parent(study, timeout: float = 3600):  # noqa: ANN001, ANN201
+    """A worker on another machine: wait for the chief's open sweep of this study."""
+    from cnnstudy.tracking import SweepTracker, ensure_experiment, get_client
+
+    client = get_client()
+    exp_id = ensure_experiment(client, study.name)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        parent = SweepTracker.latest_parent(client, exp_id, study.fingerprint)
+        if parent is not None and parent.info.status != "FINISHED":
+            return SweepTracker.attach(parent.info.run_id)
+        time.sleep(2.0)
+    raise TimeoutError(f"no open sweep of study {study.name!r} appeared; is the chief running?")
+
+
 # ---------------------------------------------------------------- between the stages
 
 
