@@ -94,20 +94,32 @@ def shape_rows(specs: list[LayerSpec], input_shape: tuple[int, int, int]) -> lis
             params, macs = flat * spec.units + spec.units, flat * spec.units
             flat = spec.units
         out_shape = (h, w, c) if flat is None else (flat,)
-        rows.append(
-            {
-                "layer": spec.name,
-                "kind": spec.kind,
-                "kernel": spec.kernel or "",
-                "stride": spec.stride if spec.kind in ("conv", "maxpool", "avgpool") else "",
-                "padding": spec.padding if spec.kind == "conv" else "",
-                "input_shape": in_shape,
-                "output_shape": out_shape,
-                "params": params,
-                "macs": macs,
-            }
-        )
+        rows.append(layer_row(spec, in_shape, out_shape, params, macs))
     return rows
+
+
+LAYER_COLUMNS = (
+    "variant", "layer", "kind", "kernel", "stride", "padding",
+    "input_shape", "output_shape", "params", "macs",
+)  # fmt: skip
+
+
+def layer_row(
+    spec: LayerSpec, in_shape: tuple, out_shape: tuple, params: int, macs: int
+) -> dict[str, Any]:
+    """One row of a layer table (LAYER_COLUMNS, less the variant)."""
+    pooling_or_conv = spec.kind in ("conv", "maxpool", "avgpool")
+    return {
+        "layer": spec.name,
+        "kind": spec.kind,
+        "kernel": spec.kernel or "",
+        "stride": spec.stride if pooling_or_conv else "",
+        "padding": spec.padding if spec.kind == "conv" else "",
+        "input_shape": in_shape,
+        "output_shape": out_shape,
+        "params": int(params),
+        "macs": int(macs),
+    }
 
 
 def check_buildable(

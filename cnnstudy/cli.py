@@ -93,7 +93,6 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.set)  # every check before anything trains
     import_backend_quietly()
-    from cnnstudy.datasets import load_splits
     from cnnstudy.locking import sweep_lock
     from cnnstudy.results import export_runs
     from cnnstudy.sweep import state_root
@@ -107,15 +106,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         flush=True,
     )
     started = time.perf_counter()
-    f = study.fixed
-    splits = load_splits(
-        study.dataset,
-        data_path=study.data_path,
-        val_fraction=f["val_fraction"],
-        test_fraction=f["test_fraction"],
-        split_seed=f["split_seed"],
-        limit=study.limit,
-    )
+    splits = study.load_splits()
     print(f"data: {splits.sizes()} loaded in {time.perf_counter() - started:.1f}s", flush=True)
 
     from cnnstudy import distributed

@@ -94,6 +94,18 @@ class Study:
     def n_tuning_points(self) -> int:
         return math.prod(len(s.values) for s in self.nuisance.values())
 
+    def load_splits(self) -> datasets.Splits:
+        """The study's stratified train/val/test split (loaded once per sweep)."""
+        f = self.fixed
+        return datasets.load_splits(
+            self.dataset,
+            data_path=self.data_path,
+            val_fraction=f["val_fraction"],
+            test_fraction=f["test_fraction"],
+            split_seed=f["split_seed"],
+            limit=self.limit,
+        )
+
 
 # ---------------------------------------------------------------- loading
 

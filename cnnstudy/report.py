@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cnnstudy import analysis, plots
-from cnnstudy.architecture import check_row
+from cnnstudy.architecture import LAYER_COLUMNS, check_row
 from cnnstudy.results import trial_runs
 from cnnstudy.tracking import get_client
 from cnnstudy.variants import colour_order
@@ -270,21 +270,7 @@ def _layer_table(layers: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].map(lambda x: "" if pd.isna(x) or x == "" else str(int(float(x))))
     order = {v: i for i, v in enumerate(colour_order())}
     df = df.sort_values("variant", key=lambda s: s.map(order), kind="stable")
-    return df[
-        [
-            "variant",
-            "layer",
-            "kind",
-            "kernel",
-            "stride",
-            "padding",
-            "input_shape",
-            "output_shape",
-            "params",
-            "macs",
-            "formula check",
-        ]
-    ].fillna("")
+    return df[[*LAYER_COLUMNS, "formula check"]].fillna("")
 
 
 # ---------------------------------------------------------------- build

@@ -6,22 +6,11 @@ from typing import Any
 
 import keras
 
-from cnnstudy.architecture import LayerSpec, plan, shape_rows
+from cnnstudy.architecture import LAYER_COLUMNS, LayerSpec, layer_row, plan, shape_rows
 from cnnstudy.models import build_model
 from cnnstudy.variants import Variant
 
-COLUMNS = (
-    "variant",
-    "layer",
-    "kind",
-    "kernel",
-    "stride",
-    "padding",
-    "input_shape",
-    "output_shape",
-    "params",
-    "macs",
-)
+COLUMNS = LAYER_COLUMNS
 
 
 def _dims(shape: tuple) -> tuple[int, ...]:
@@ -40,20 +29,8 @@ def keras_rows(
             macs = out_shape[0] * out_shape[1] * out_shape[2] * spec.kernel**2 * in_shape[2]
         elif spec.kind == "dense":
             macs = in_shape[0] * out_shape[0]
-        rows.append(
-            {
-                "variant": variant.name,
-                "layer": layer.name,
-                "kind": spec.kind,
-                "kernel": spec.kernel or "",
-                "stride": spec.stride if spec.kind in ("conv", "maxpool", "avgpool") else "",
-                "padding": spec.padding if spec.kind == "conv" else "",
-                "input_shape": in_shape,
-                "output_shape": out_shape,
-                "params": int(layer.count_params()),
-                "macs": int(macs),
-            }
-        )
+        row = layer_row(spec, in_shape, out_shape, layer.count_params(), macs)
+        rows.append({"variant": variant.name, **row, "layer": layer.name})
     return rows
 
 
