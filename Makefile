@@ -83,7 +83,7 @@ e2e: $(BIN)/.installed ## real-browser checks (headless Chromium): MLflow UI and
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  echo "installing Debian's chromium and chromium-driver"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
-	CNNSTUDY_E2E_REQUIRED=1 CNNSTUDY_SCREENSHOTS=results/screenshots $(BIN)/python -m pytest -q -m e2e tests/test_e2e.py
+	CNNSTUDY_E2E_REQUIRED=1 CNNSTUDY_SCREENSHOTS=$(CURDIR)/results/screenshots $(BIN)/python -m pytest -q -m e2e tests/test_e2e.py
 
 .PHONY: lint
 lint: $(BIN)/.installed ## ruff check

@@ -52,9 +52,9 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory):
+    """The smoke study shrunk to 4 variants x 2 seeds, run twice (the second is a re-run)."""
     from cnnstudy.cli import main
 
-    """The smoke study shrunk to 4 variants x 2 seeds, run twice (the second is a re-run)."""
     tmp = tmp_path_factory.mktemp("sweep")
     shutil.copytree(ROOT / "experiments", tmp / "experiments")
     old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "CNNSTUDY_STATE_DIR")}
@@ -67,9 +67,11 @@ def tiny_sweep(tmp_path_factory):
         first = mlflow.search_runs(experiment_names=["smoke"])
         assert main(["sweep", "experiments/smoke.toml", *TINY]) == 0
         second = mlflow.search_runs(experiment_names=["smoke"])
-        yield tmp, first, second
     finally:
         os.chdir(cwd)
+    try:
+        yield tmp, first, second
+    finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
