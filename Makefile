@@ -24,8 +24,8 @@ $(BIN)/.installed: pyproject.toml
 help: ## list the targets
 	@echo "cnnstudy: which CNN design choice wins? (padding; max/avg pool vs stride)"
 	@echo
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
-	  awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
 	@echo "  variables: EXP=experiments/<study>.toml (default $(EXP)), ARGS='--set study.seeds=1'"
 
@@ -49,7 +49,7 @@ bench: $(BIN)/.installed ## harness overhead, images/s per variant and backend, 
 	$(BIN)/python -m cnnstudy.bench $(EXP)
 
 .PHONY: ui
-ui: $(BIN)/.installed ## serve the MLflow UI on http://127.0.0.1:$(PORT)
+ui: $(BIN)/.installed ## serve the MLflow UI on http://127.0.0.1:5000 (PORT=n for another port)
 	$(BIN)/cnnstudy ui --port $(PORT)
 
 .PHONY: test
