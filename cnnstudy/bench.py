@@ -227,7 +227,7 @@ def scaling(base: Study, multiples: tuple[int, ...] = (1, 2, 4)) -> list[dict]:
             start = time.perf_counter()
             sweep.run()
             seconds = time.perf_counter() - start
-        trials = len(study.variants) * (study.n_tuning_points() + study.seeds)
+        trials = study.n_trials
         rows.append(
             {
                 "section": "scaling",

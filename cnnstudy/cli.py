@@ -21,7 +21,6 @@ def quiet_frameworks() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    os.environ.setdefault("KERAS_HOME", os.path.expanduser("~/.keras"))
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -98,11 +97,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cnnstudy.sweep import state_root
     from cnnstudy.tracking import tracking_uri
 
-    n_trials = len(study.variants) * (study.n_tuning_points() + study.seeds)
     print(
         f"cnnstudy: study {study.name!r} ({study.path}) on {study.dataset}: "
         f"{len(study.variants)} variants, tuning grid of {study.n_tuning_points()}, "
-        f"{study.seeds} seeds -> {n_trials} trials",
+        f"{study.seeds} seeds -> {study.n_trials} trials",
         flush=True,
     )
     started = time.perf_counter()

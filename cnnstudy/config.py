@@ -94,6 +94,11 @@ class Study:
     def n_tuning_points(self) -> int:
         return math.prod(len(s.values) for s in self.nuisance.values())
 
+    @property
+    def n_trials(self) -> int:
+        """Tuning points plus seeds, for every variant: the sweep's size."""
+        return len(self.variants) * (self.n_tuning_points() + self.seeds)
+
     def load_splits(self) -> datasets.Splits:
         """The study's stratified train/val/test split (loaded once per sweep)."""
         f = self.fixed

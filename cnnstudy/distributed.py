@@ -286,7 +286,7 @@ def _report(tracker, study, seconds: float) -> bool:  # noqa: ANN001
 
     runs = trial_runs(tracker.client.get_run(tracker.parent_run_id), stage=None)
     done = runs[runs["status"].isin(["FINISHED", "FAILED"])] if not runs.empty else runs
-    expected = len(study.variants) * (study.n_tuning_points() + study.seeds)
+    expected = study.n_trials
     complete = len(done) >= expected
     print(
         f"\n{'done' if complete else 'INCOMPLETE'} in {seconds:.0f}s: {len(done)}/{expected} "

@@ -17,17 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnstudy.imageops import content_boxes, random_shifts, shift, shift_each
-
-EDGES = ("top", "bottom", "left", "right")
-PROBE_METRICS = (
-    "shift_consistency",
-    "border_accuracy",
-    "center_accuracy",
-    "border_minus_center",
-    "generalization_gap",
-    "train_accuracy",
-)
+from cnnstudy.imageops import content_boxes, random_shifts, shift_each
 
 
 @dataclass
@@ -104,6 +94,3 @@ def probe_metrics(
         "train_accuracy": train_accuracy,
         "generalization_gap": train_accuracy - test_accuracy,
     }
-
-
-__all__ = ["ProbeSet", "build_probe_set", "run_probes", "shift", "PROBE_METRICS"]

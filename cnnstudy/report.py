@@ -514,6 +514,3 @@ def summarize_for_terminal(out_dir: Path) -> str:
     ]
     lines += [f"claim: {r.claim}: {r.verdict}" for r in claims.itertuples()]
     return "\n".join(lines)
-
-
-__all__ = ["collect", "build_report", "log_to_parent", "np"]

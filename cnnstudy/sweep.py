@@ -182,9 +182,7 @@ class Sweep:
         parts = [splits.x_test, splits.x_train[sample], *self.probe_set.inputs()]
         self.eval_bounds = np.cumsum([0, *(len(p) for p in parts)])
         self.eval_inputs = np.concatenate(parts)
-        n_tune = len(study.variants) * study.n_tuning_points()
-        n_rep = len(study.variants) * study.seeds
-        self.progress = Progress(total=n_tune + n_rep, stream=None if quiet else sys.stdout)
+        self.progress = Progress(total=study.n_trials, stream=None if quiet else sys.stdout)
 
     # -- stages
     def _tuner(self, stage: str, hp: keras_tuner.HyperParameters) -> StudyTuner:
@@ -335,13 +333,13 @@ class Sweep:
             "train_images_per_second": fit.train_images_per_second,
         }
         if stage == REPLICATE:
-            metrics.update(self._evaluate(model, settings))
+            metrics.update(self._evaluate(model))
         final = {k: v for k, v in metrics.items() if k not in training.EPOCH_METRICS}
         self.tracker.log_metrics(run_id, final, step=settings["epochs"])  # curves logged per epoch
         self._log_curve(run_id, fit.history, variant.name, seed)
         return metrics
 
-    def _evaluate(self, model: keras.Model, settings: dict) -> dict[str, float]:
+    def _evaluate(self, model: keras.Model) -> dict[str, float]:
         """The one look at the test split: accuracy, the claim probes, and inference cost."""
         scores, infer_rate = training.timed_predict(model, self.eval_inputs)
         parts = [

@@ -187,11 +187,3 @@ def scores_metrics(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:
         "accuracy": float(np.mean(scores.argmax(axis=1) == y)),
         "loss": float(-np.log(p).mean()),
     }
-
-
-def inference_images_per_second(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> float:
-    """Steady-state predict throughput: one warm-up call, then the whole array, timed."""
-    model.predict(x[:batch_size], batch_size=batch_size, verbose=0)
-    start = time.perf_counter()
-    model.predict(x, batch_size=batch_size, verbose=0)
-    return len(x) / max(time.perf_counter() - start, 1e-9)
