@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cnnstudy.config import Study, load_study
-from cnnstudy.datasets import Splits
+from cnnstudy.core.study import Study, load_study
+from cnnstudy.nets.data import Splits, study_splits
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -45,7 +45,7 @@ def scratch_store():
 
 
 def _splits(study: Study) -> Splits:
-    return study.load_splits()
+    return study_splits(study)
 
 
 # ---------------------------------------------------------------- 1. harness overhead
@@ -55,7 +55,7 @@ def bare_trial(study: Study, splits: Splits, nuisance: dict) -> float:
     """model.fit + evaluate of the same model, data, epochs and batch size: the baseline."""
     import keras
 
-    from cnnstudy.models import build_model, compile_model
+    from cnnstudy.nets.models import build_model, compile_model
 
     variant = study.variants[0]
     settings = study.settings(nuisance)
@@ -79,16 +79,14 @@ def bare_trial(study: Study, splits: Splits, nuisance: dict) -> float:
 
 def harness_trial(study: Study, splits: Splits, nuisance: dict) -> float:
     """One replicate trial through cnnstudy: keras-tuner, MLflow logging, probes."""
-    from cnnstudy.sweep import REPLICATE, Sweep
+    from cnnstudy.run.sweep import Sweep
     from cnnstudy.tracking import SweepTracker
 
     # a fresh sweep (parent run, keras-tuner project) for each repetition; the store exists
     tracker, _ = SweepTracker.open(study.name, "bench", new=True)
     sweep = Sweep(study, splits, tracker, quiet=True)
-    sweep.best = {study.variants[0].name: nuisance}
-    tuner = sweep._tuner(REPLICATE, sweep.replicate_space([study.variants[0].name]))
     start = time.perf_counter()
-    tuner.search(verbose=0)
+    sweep.replicate({study.variants[0].name: nuisance})
     return time.perf_counter() - start
 
 
@@ -123,8 +121,8 @@ def throughput(study: Study, n_images: int | None = None, repeats: int = 3) -> l
         n_images = 2048 if np.prod(study.input_shape) <= 1024 else 384
     import keras
 
-    from cnnstudy.models import build_model, compile_model
-    from cnnstudy.training import timed_predict
+    from cnnstudy.nets.models import build_model, compile_model
+    from cnnstudy.nets.training import timed_predict
 
     rng = np.random.default_rng(0)
     x = rng.random((n_images, *study.input_shape), dtype=np.float32)
@@ -212,7 +210,7 @@ def throughput_all_backends(studies: list[str]) -> list[dict]:
 
 def scaling(base: Study, multiples: tuple[int, ...] = (1, 2, 4)) -> list[dict]:
     """Sweep wall time as trials grow; data is loaded once, outside the timed part."""
-    from cnnstudy.sweep import Sweep
+    from cnnstudy.run.sweep import Sweep
     from cnnstudy.tracking import SweepTracker
 
     start = time.perf_counter()
@@ -364,7 +362,7 @@ def run_bench(study_path: str, out_dir: Path, repeats: int = 5) -> pd.DataFrame:
 
 
 def render_markdown(df: pd.DataFrame, name: str) -> str:
-    from cnnstudy.report import _md_table
+    from cnnstudy.report.builder import markdown_table
     from cnnstudy.tracking import device_description, package_versions
 
     ov = df[df["section"] == "overhead"].iloc[0]
@@ -385,7 +383,7 @@ def render_markdown(df: pd.DataFrame, name: str) -> str:
         "",
         "## Throughput (images/s, random inputs, batch size of the study)",
         "",
-        _md_table(
+        markdown_table(
             tp.drop(
                 columns=[
                     c
@@ -406,14 +404,16 @@ def render_markdown(df: pd.DataFrame, name: str) -> str:
         "",
         "## Scaling (sweep wall time as trials grow; data loaded once)",
         "",
-        _md_table(sc[["trials", "seconds", "seconds_per_trial", "data_load_seconds"]].round(2)),
+        markdown_table(
+            sc[["trials", "seconds", "seconds_per_trial", "data_load_seconds"]].round(2)
+        ),
         "",
         f"seconds per trial at 4x / at 1x: "
         f"{sc['seconds_per_trial'].iloc[-1] / sc['seconds_per_trial'].iloc[0]:.2f} (1.00 = linear)",
         "",
         "## Distributed (keras-tuner chief + workers, MLflow server; whole command)",
         "",
-        _md_table(df[df["section"] == "distributed"][["workers", "seconds", "note"]].round(1)),
+        markdown_table(df[df["section"] == "distributed"][["workers", "seconds", "note"]].round(1)),
         "",
         "On a 2-core machine the workers share the cores that one TensorFlow process already "
         "uses, so more workers add start-up cost (a server, a chief, one TensorFlow per worker) "

@@ -6,12 +6,11 @@ import argparse
 import logging
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
-from cnnstudy.config import StudyError, load_study
-from cnnstudy.variants import VARIANTS
+from cnnstudy.core.study import StudyError, load_study
+from cnnstudy.core.variants import variants
 
 RESULTS = Path("results")
 
@@ -49,8 +48,8 @@ def import_backend_quietly() -> None:
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    for name, v in VARIANTS.items():
-        print(f"{name:<16} padding={v.padding:<6} downsample={v.downsample}")
+    for name, v in variants().items():
+        print(f"{name:<16} padding={v.padding:<6} downsample={v.downsample:<8} {v.level.summary}")
     return 0
 
 
@@ -67,7 +66,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_shapes(args: argparse.Namespace) -> int:
     import csv
 
-    from cnnstudy.shapes import COLUMNS, format_shape, variant_table
+    from cnnstudy.nets.shapes import COLUMNS, format_shape, variant_table
 
     study = load_study(args.study, args.set)
     rows = []
@@ -92,104 +91,14 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.set)  # every check before anything trains
     import_backend_quietly()
-    from cnnstudy.locking import sweep_lock
-    from cnnstudy.results import export_runs
-    from cnnstudy.sweep import state_root
-    from cnnstudy.tracking import tracking_uri
+    from cnnstudy.run.launch import launch
 
-    print(
-        f"cnnstudy: study {study.name!r} ({study.path}) on {study.dataset}: "
-        f"{len(study.variants)} variants, tuning grid of {study.n_tuning_points()}, "
-        f"{study.seeds} seeds -> {study.n_trials} trials",
-        flush=True,
-    )
-    started = time.perf_counter()
-    splits = study.load_splits()
-    print(f"data: {splits.sizes()} loaded in {time.perf_counter() - started:.1f}s", flush=True)
-
-    from cnnstudy import distributed
-
-    if distributed.role():  # a chief or worker process started by --workers
-        return _run_role(study, splits)
-    lock = state_root() / study.name / f"{study.fingerprint}.lock"
-    with sweep_lock(lock, study.name):
-        if args.workers:
-            child_args = [args.study, *(x for s in args.set for x in ("--set", s))]
-            log_dir = state_root().parent / "logs" / study.name
-            return distributed.run_distributed(child_args, args.workers, study, log_dir)
-        tracker, status = _run_sweep(study, splits, args.new)
-        if status:
-            return status
-    out = export_runs(tracker.client.get_run(tracker.parent_run_id), RESULTS / study.name)
-    print(
-        f"\ndone in {time.perf_counter() - started:.0f}s.\n"
-        f"  runs:      {out} (one row per replicate trial, read back from MLflow)\n"
-        f"  MLflow:    {tracking_uri()}, experiment {study.name!r}, "
-        f"parent run {tracker.parent_run_id}\n"
-        f"  UI:        make ui   (then open http://127.0.0.1:5000)\n"
-        f"  report:    make report EXP={study.path}"
-    )
-    return 0
-
-
-def _run_role(study, splits) -> int:  # noqa: ANN001
-    from cnnstudy.distributed import PARENT_ENV, find_parent, role
-    from cnnstudy.sweep import Sweep
-    from cnnstudy.tracking import SweepTracker
-
-    if PARENT_ENV in os.environ:  # started by --workers
-        tracker = SweepTracker.attach(os.environ[PARENT_ENV])
-    elif role() == "chief":  # across machines: the chief opens (or resumes) the sweep
-        tracker, _ = SweepTracker.open(study.name, study.fingerprint)
-        tracker.record_provenance(
-            study.path, study.resolved, {"cnnstudy.command": " ".join(sys.argv)}
-        )
-    else:  # a worker finds the chief's sweep by the study's fingerprint
-        tracker = find_parent(study)
-    Sweep(study, splits, tracker).run()
-    if role() == "chief" and PARENT_ENV not in os.environ:
-        tracker.close("FINISHED")
-    return 0
-
-
-def _run_sweep(study, splits, new: bool):  # noqa: ANN001, ANN202
-    """Open (or resume) the sweep's parent run and run the missing trials."""
-    from cnnstudy.sweep import Sweep, clear_stale_state, state_root
-    from cnnstudy.tracking import SweepTracker
-
-    tracker, finished = SweepTracker.open(study.name, study.fingerprint, new=new)
-    directory = state_root() / study.name / tracker.sweep_id
-    if finished:
-        print(
-            f"sweep {tracker.sweep_id} is already complete (MLflow run {tracker.parent_run_id}); "
-            "nothing to train. Use --new for a fresh sweep."
-        )
-    else:
-        if not tracker.client.search_runs(
-            [tracker.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{tracker.parent_run_id}'",
-            max_results=1,
-        ):
-            clear_stale_state(directory)  # tuner state left from a deleted store
-            tracker.record_provenance(
-                study.path, study.resolved, {"cnnstudy.command": " ".join(sys.argv)}
-            )
-        sweep = Sweep(study, splits, tracker)
-        try:
-            sweep.run()
-        except KeyboardInterrupt:
-            tracker.close("KILLED")
-            print(
-                "\ninterrupted: finished trials are kept; run the same command to resume.",
-                file=sys.stderr,
-            )
-            return tracker, 130
-        tracker.close("FINISHED")
-    return tracker, 0
+    argv = [args.study, *(x for s in args.set for x in ("--set", s))]
+    return launch(study, new=args.new, workers=args.workers, argv=argv)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cnnstudy.results import export_runs, find_sweep
+    from cnnstudy.tracking import export_runs, find_sweep
 
     study = load_study(args.study, args.set)
     parent = find_sweep(study.name, args.run_id)
@@ -198,8 +107,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cnnstudy.report import build_report, collect, log_to_parent, summarize_for_terminal
-    from cnnstudy.results import export_runs, find_sweep
+    from cnnstudy.report.builder import build_report, collect, summarize_for_terminal
+    from cnnstudy.tracking import export_runs, find_sweep, log_report
 
     name = None if args.run_id else load_study(args.study, args.set).name
     parent = find_sweep(name or "", args.run_id)
@@ -212,7 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     files = build_report(data, out_dir)
     files.append(export_runs(parent, out_dir))
-    log_to_parent(parent, files, out_dir)
+    log_report(parent.info.run_id, out_dir)
     print(summarize_for_terminal(out_dir))
     print(
         f"\nwrote {out_dir}/report.html and report.md (+ summary.csv, verdicts.csv, "
@@ -315,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as err:
-        from cnnstudy.datasets import DataError
-        from cnnstudy.locking import SweepBusyError
+        from cnnstudy.nets.data import DataError
+        from cnnstudy.run.locking import SweepBusyError
 
         expected = (StudyError, DataError, LookupError, SweepBusyError)
         if args.debug or not isinstance(err, expected):

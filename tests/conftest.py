@@ -1,17 +1,14 @@
 import os
 import shutil
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from pathlib import Path  # noqa: E402
-
 import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
+from tests.helpers import ROOT, TINY  # noqa: E402
 
 
 @pytest.fixture
@@ -34,20 +31,6 @@ def isolated_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "experiments").mkdir()
     return tmp_path
-
-
-def random_images(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
-
-
-TINY = [
-    "--set",
-    "study.limit=300",
-    "--set",
-    "study.seeds=2",
-    "--set",
-    "scientific.downsamplings=['maxpool','stride']",
-]
 
 
 @pytest.fixture(scope="session")

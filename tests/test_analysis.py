@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cnnstudy import analysis
-from cnnstudy.variants import VARIANTS
+from cnnstudy.core.variants import variants
+from cnnstudy.report import stats as analysis
 
 
 def make_runs(effect=None, seeds=5, noise=0.002, seed=0, **metric_effects):
@@ -15,7 +15,7 @@ def make_runs(effect=None, seeds=5, noise=0.002, seed=0, **metric_effects):
     effect = effect or {}
     block = rng.normal(0, 0.01, seeds)  # a shared per-seed shift: what pairing removes
     rows = []
-    for name, v in VARIANTS.items():
+    for name, v in variants().items():
         for s in range(seeds):
             row = {
                 "variant": name,
@@ -87,7 +87,7 @@ def test_anova_matches_statsmodels_by_hand_sums_of_squares():
 
 
 def test_clear_difference_names_the_winner():
-    runs = make_runs({n: 0.02 for n in VARIANTS if n.startswith("valid")})  # valid +2 pts
+    runs = make_runs({n: 0.02 for n in variants() if n.startswith("valid")})  # valid +2 pts
     v = analysis.factor_comparisons(runs).set_index(["a", "b"])
     row = v.loc[("same", "valid")]
     assert row["verdict"] == "valid wins"
@@ -98,7 +98,7 @@ def test_clear_difference_names_the_winner():
 
 
 def test_stride_winner_is_named_by_its_value():
-    runs = make_runs({n: 0.03 for n in VARIANTS if n.endswith("stride")})
+    runs = make_runs({n: 0.03 for n in variants() if n.endswith("stride")})
     v = analysis.factor_comparisons(runs).set_index(["a", "b"])
     assert v.loc[("maxpool", "stride"), "verdict"] == "stride wins"
     assert v.loc[("avgpool", "stride"), "verdict"] == "stride wins"
@@ -119,14 +119,14 @@ def test_headline_ties_indistinguishable_variants_only():
 
 
 def test_claims_supported_refuted_and_inconclusive():
-    pool = {n: 0.1 for n in VARIANTS if not n.endswith("stride")}
+    pool = {n: 0.1 for n in variants() if not n.endswith("stride")}
     runs = make_runs(shift_consistency=pool, generalization_gap={k: -v for k, v in pool.items()})
     c = analysis.claims(runs).set_index("claim")
     assert c.loc["pooling gives invariance to small translations", "verdict"] == "supported"
     assert c.loc["pooling reduces overfitting", "verdict"] == "supported"
     assert c.loc["max pooling beats average pooling", "verdict"] == "inconclusive"
     assert c.loc["stride downsampling is as good as pooling", "verdict"] == "supported"  # equal acc
-    refuted = analysis.claims(make_runs({n: 0.02 for n in VARIANTS if "avgpool" in n}))
+    refuted = analysis.claims(make_runs({n: 0.02 for n in variants() if "avgpool" in n}))
     assert (
         refuted.set_index("claim").loc["max pooling beats average pooling", "verdict"] == "refuted"
     )
@@ -145,11 +145,11 @@ def test_noisy_claim_stays_inconclusive():
 
 
 def test_summary_has_the_promised_columns_and_n():
-    s = analysis.summary(make_runs(), list(VARIANTS))
+    s = analysis.summary(make_runs(), list(variants()))
     for col in ("variant", "n", "mean_test_accuracy", "std", "ci_low", "ci_high", "macs", "params"):
         assert col in s
     assert (s["n"] == 5).all() and (s["ci_low"] < s["mean_test_accuracy"]).all()
-    assert list(s["variant"].astype(str)) == list(VARIANTS)
+    assert list(s["variant"].astype(str)) == list(variants())
 
 
 def test_incomplete_seeds_are_dropped_from_pairing():

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from cnnstudy.cli import main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.backends
 

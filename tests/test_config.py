@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from cnnstudy.cli import main
-from cnnstudy.config import StudyError, load_study
-from tests.conftest import EXPERIMENTS, ROOT
+from cnnstudy.core.study import StudyError, load_study
+from tests.helpers import EXPERIMENTS, ROOT
 
 
 def test_shipped_studies_exist():

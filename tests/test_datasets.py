@@ -11,9 +11,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from cnnstudy import datasets
-from cnnstudy.datasets import DataError, load_raw, load_splits, make_splits
-from tests.conftest import random_images
+from cnnstudy.nets import data as datasets
+from cnnstudy.nets.data import DataError, load_raw, load_splits, make_splits
+from tests.helpers import random_images
 
 # ---------------------------------------------------------------- real-format writers
 

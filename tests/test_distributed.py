@@ -10,7 +10,7 @@ import time
 import mlflow
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ARGS = ["--set", "study.limit=300"]
 

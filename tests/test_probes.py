@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cnnstudy.imageops import content_boxes, shift
-from cnnstudy.probes import border_offsets, build_probe_set, centre_offsets, run_probes
+from cnnstudy.nets.imageops import content_boxes, shift
+from cnnstudy.nets.probes import border_offsets, build_probe_set, centre_offsets, run_probes
 
 
 def blobs(n=60, size=16, seed=0):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from cnnstudy.cli import build_parser, main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SHRUNK = [
     "--set",
@@ -216,7 +216,7 @@ def test_grid_search_resumes_after_an_interrupted_trial(tmp_path):
     restores it, so a resumed grid runs every point exactly once."""
     import keras_tuner
 
-    from cnnstudy.sweep import _repair_grid_cursor
+    from cnnstudy.run.sweep import _repair_grid_cursor
 
     done: list[tuple] = []
 

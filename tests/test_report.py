@@ -104,7 +104,7 @@ def test_report_is_logged_to_the_parent_run(report):
 
 
 def test_tuned_value_on_the_grid_edge_is_flagged():
-    from cnnstudy.report import _tuning_caveats
+    from cnnstudy.report.builder import _tuning_caveats
 
     runs = pd.DataFrame({"variant": ["a", "b", "c"], "learning_rate": [0.001, 0.0031, 0.03]})
     spec = {"learning_rate": {"min": 0.001, "max": 0.03, "sampling": "log"}}

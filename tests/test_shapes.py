@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from cnnstudy.architecture import conv_output_size, conv_params, output_size, plan, shape_rows
-from cnnstudy.config import load_defaults
-from cnnstudy.shapes import formula_table, mismatches, variant_table
-from cnnstudy.variants import DOWNSAMPLES, PADDINGS, VARIANTS
+from cnnstudy.core.layers import conv_output_size, conv_params, output_size, shape_rows
+from cnnstudy.core.study import load_defaults
+from cnnstudy.core.variants import PADDINGS, downsamples, plan, variants
+from cnnstudy.nets.shapes import formula_table, mismatches, variant_table
 
 BASE = {**load_defaults()["fixed"], "stride_mode": "last_conv", "learning_rate": 1e-3}
 SETTINGS = {
@@ -26,17 +26,17 @@ INPUTS = {"mnist": (28, 28, 1), "odd": (29, 31, 3), "cifar": (32, 32, 3)}
 
 
 def test_registry_is_the_full_factorial():
-    assert {(v.padding, v.downsample) for v in VARIANTS.values()} == {
-        (p, d) for p in PADDINGS for d in DOWNSAMPLES
+    assert {(v.padding, v.downsample) for v in variants().values()} == {
+        (p, d) for p in PADDINGS for d in downsamples()
     }
-    assert all(name == f"{v.padding}_{v.downsample}" for name, v in VARIANTS.items())
+    assert all(name == f"{v.padding}_{v.downsample}" for name, v in variants().items())
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", list(variants()))
 @pytest.mark.parametrize("settings_name", list(SETTINGS))
 @pytest.mark.parametrize("input_name", list(INPUTS))
 def test_keras_shapes_match_formulas(name, settings_name, input_name):
-    variant, settings, shape = VARIANTS[name], SETTINGS[settings_name], INPUTS[input_name]
+    variant, settings, shape = variants()[name], SETTINGS[settings_name], INPUTS[input_name]
     keras_rows = variant_table(variant, settings, shape, 10)
     assert mismatches(keras_rows, formula_table(variant, settings, shape, 10)) == []
     for row in keras_rows:
@@ -73,9 +73,9 @@ def test_textbook_formula_examples():
 
 def test_stride_variant_replaces_pool_and_shrinks_like_it():
     same = {
-        r["layer"]: r for r in shape_rows(plan(VARIANTS["same_maxpool"], BASE, 10), (28, 28, 1))
+        r["layer"]: r for r in shape_rows(plan(variants()["same_maxpool"], BASE, 10), (28, 28, 1))
     }
-    stride = shape_rows(plan(VARIANTS["same_stride"], BASE, 10), (28, 28, 1))
+    stride = shape_rows(plan(variants()["same_stride"], BASE, 10), (28, 28, 1))
     assert not any(r["kind"] in ("maxpool", "avgpool") for r in stride)
     assert stride[-1]["output_shape"] == same["logits"]["output_shape"]
     flat = [r for r in stride if r["kind"] == "flatten"][0]
@@ -85,6 +85,36 @@ def test_stride_variant_replaces_pool_and_shrinks_like_it():
 
 
 def test_extra_conv_mode_adds_one_strided_conv_per_stage():
-    rows = shape_rows(plan(VARIANTS["valid_stride"], SETTINGS["all_cnn"], 10), (32, 32, 3))
+    rows = shape_rows(plan(variants()["valid_stride"], SETTINGS["all_cnn"], 10), (32, 32, 3))
     downs = [r for r in rows if r["layer"].endswith("_down")]
     assert len(downs) == 2 and all(r["stride"] == 2 for r in downs)
+
+
+def test_a_new_level_is_one_registry_entry(monkeypatch):
+    """Register a level (ConvPool: an extra stride-1 conv, then the max pool) with its builder
+    alone: the plan, Keras model, shape table and validation all take it, unchanged."""
+    from cnnstudy.core import variants as registry
+    from cnnstudy.core.layers import LayerSpec
+    from cnnstudy.core.study import build_study
+
+    monkeypatch.setattr(registry, "LEVELS", dict(registry.LEVELS))
+
+    @registry.register_level("convpool_test", "extra 3x3 conv, then 2x2 max pool")
+    def _convpool(stage):
+        pool = LayerSpec(f"s{stage.index}_pool", "maxpool", 0, 2, 2, activation=None)
+        return [*stage.convs_then(), stage.conv(0, name=f"s{stage.index}_extra"), pool]
+
+    assert "convpool_test" in registry.downsamples()
+    variant = registry.variants()["valid_convpool_test"]
+    keras_rows = variant_table(variant, BASE, (28, 28, 1), 10)
+    assert not mismatches(keras_rows, formula_table(variant, BASE, (28, 28, 1), 10))
+    kinds = [r["kind"] for r in keras_rows]
+    assert kinds[:3] == ["conv", "conv", "maxpool"]
+    assert keras_rows[2]["output_shape"] == (12, 12, 16)  # 28 -> 26 -> 24 -> pool 12
+    study = build_study({"scientific": {"downsamplings": ["maxpool", "convpool_test"]}}, "t.toml")
+    assert [v.name for v in study.variants] == [
+        "same_maxpool",
+        "same_convpool_test",
+        "valid_maxpool",
+        "valid_convpool_test",
+    ]

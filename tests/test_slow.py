@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cnnstudy.cli import main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnnstudy import training
 from cnnstudy.cli import main
-from cnnstudy.config import load_study
-from cnnstudy.datasets import REGISTRY, Splits, load_splits
-from cnnstudy.models import build_model, compile_model
-from cnnstudy.variants import VARIANTS
-from tests.conftest import EXPERIMENTS, ROOT
+from cnnstudy.core.study import load_study
+from cnnstudy.core.variants import variants
+from cnnstudy.nets import training
+from cnnstudy.nets.data import REGISTRY, Splits, load_splits
+from cnnstudy.nets.models import build_model, compile_model
+from tests.helpers import EXPERIMENTS, ROOT
 
 PARAMS = {
     "variant",
@@ -139,7 +139,7 @@ def test_same_seed_gives_same_data_order_for_every_variant(monkeypatch):
 
     def run(name, seed):
         served.clear()
-        model = build_model(VARIANTS[name], settings, (8, 8, 1), 10)
+        model = build_model(variants()[name], settings, (8, 8, 1), 10)
         compile_model(model, settings)
         training.fit(model, splits, seed=seed, epochs=2, batch_size=32, augment_shift=1)
         return np.concatenate(served)
@@ -192,7 +192,7 @@ def test_every_study_file_runs_a_tiny_trial_per_variant(path):
 def test_timed_predict_scores_every_image_once(n):
     splits = load_splits("digits", val_fraction=0.2, test_fraction=0.2, split_seed=0)
     settings = load_study(ROOT / "experiments/digits.toml").settings({"learning_rate": 1e-3})
-    model = build_model(VARIANTS["same_maxpool"], settings, (8, 8, 1), 10)
+    model = build_model(variants()["same_maxpool"], settings, (8, 8, 1), 10)
     x = np.resize(splits.x_test, (n, 8, 8, 1))
     scores, rate = training.timed_predict(model, x)
     np.testing.assert_allclose(scores, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

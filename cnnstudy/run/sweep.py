@@ -24,14 +24,15 @@ import keras
 import keras_tuner
 import numpy as np
 
-from cnnstudy import distributed, probes, training
-from cnnstudy.config import Study
-from cnnstudy.datasets import Splits
-from cnnstudy.models import build_model, compile_model
-from cnnstudy.shapes import variant_table
+from cnnstudy.core.study import Study
+from cnnstudy.core.variants import variants
+from cnnstudy.nets import probes, training
+from cnnstudy.nets.data import Splits
+from cnnstudy.nets.models import build_model, compile_model
+from cnnstudy.nets.shapes import variant_table
+from cnnstudy.run import roles
+from cnnstudy.run.trialplot import learning_curve_png
 from cnnstudy.tracking import SweepTracker
-from cnnstudy.trialplot import learning_curve_png
-from cnnstudy.variants import VARIANTS
 
 TUNE, REPLICATE = "tune", "replicate"
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
@@ -65,9 +66,9 @@ class Progress:
         if self.stream is None:  # quiet (the benchmark)
             return
         elapsed = time.perf_counter() - self.started
-        if distributed.role() == "worker":  # counts and ETAs are the chief's business
+        if roles.role() == "worker":  # counts and ETAs are the chief's business
             print(
-                f"[{distributed.tuner_id()} #{self.ran_here}] {stage:<9} {variant:<14} "
+                f"[{roles.tuner_id()} #{self.ran_here}] {stage:<9} {variant:<14} "
                 f"{detail:<22} {result:<22} {seconds:5.1f}s",
                 file=self.stream,
                 flush=True,
@@ -139,7 +140,7 @@ def _repair_grid_cursor(oracle) -> None:  # noqa: ANN001
 
 
 def _finished_count(tuner: keras_tuner.Tuner) -> int:
-    if distributed.role() == "worker":  # the chief's oracle holds the count
+    if roles.role() == "worker":  # the chief's oracle holds the count
         return 0
     done = ("COMPLETED", "FAILED")
     return sum(1 for t in tuner.oracle.trials.values() if t.status in done)
@@ -165,9 +166,9 @@ class Sweep:
     def __init__(self, study: Study, splits: Splits, tracker: SweepTracker, quiet: bool = False):
         self.study, self.splits, self.tracker = study, splits, tracker
         self.directory = state_root() / study.name / tracker.sweep_id
-        self.role = distributed.role()  # None, "chief" or "worker"
+        self.role = roles.role()  # None, "chief" or "worker"
         if self.role == "worker":  # a worker's own keras-tuner files; the oracle is the chief's
-            self.directory = self.directory / distributed.tuner_id()
+            self.directory = self.directory / roles.tuner_id()
         self.best: dict[str, dict[str, Any]] = {}
         f = study.fixed
         self.probe_set = probes.build_probe_set(
@@ -205,12 +206,12 @@ class Sweep:
 
     def run(self) -> dict[str, dict[str, Any]]:
         if self.role:
-            distributed.stage_port(0)
+            roles.stage_port(0)
         tuner = self._tuner(TUNE, self.tune_space())
         self.progress.skip(_finished_count(tuner))
         tuner.search(verbose=0)
         if self.role == "worker":
-            self.best = distributed.wait_for_best(self.tracker)
+            self.best = roles.wait_for_best(self.tracker)
         else:
             self.best = best_per_variant(tuner, list(self.study.nuisance))
             self._report_untuned()
@@ -218,15 +219,21 @@ class Sweep:
                 self.tracker.parent_run_id, self.best, "tuning/best_nuisance.json"
             )
             if self.role == "chief":
-                distributed.publish_best(self.tracker, self.best)
-        variants = [v.name for v in self.study.variants if v.name in self.best]
-        if variants:
-            if self.role:
-                distributed.stage_port(1)
-            rep = self._tuner(REPLICATE, self.replicate_space(variants))
-            self.progress.skip(_finished_count(rep))
-            rep.search(verbose=0)
+                roles.publish_best(self.tracker, self.best)
+        self.replicate(self.best)
         return self.best
+
+    def replicate(self, best: dict[str, dict[str, Any]]) -> None:
+        """Stage 2: every variant that has a best setting, at that setting, with every seed."""
+        self.best = best
+        names = [v.name for v in self.study.variants if v.name in best]
+        if not names:
+            return
+        if self.role:
+            roles.stage_port(1)
+        rep = self._tuner(REPLICATE, self.replicate_space(names))
+        self.progress.skip(_finished_count(rep))
+        rep.search(verbose=0)
 
     def _report_untuned(self) -> None:
         for v in self.study.variants:
@@ -242,7 +249,7 @@ class Sweep:
     # -- one trial
     def run_trial(self, stage: str, trial) -> dict[str, float]:  # noqa: ANN001
         values = dict(trial.hyperparameters.values)
-        variant = VARIANTS[values.pop("variant")]
+        variant = variants()[values.pop("variant")]
         if stage == TUNE:
             seed, nuisance = self.study.fixed["tune_seed"], values
         else:

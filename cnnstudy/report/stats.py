@@ -18,6 +18,8 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from cnnstudy.core.variants import PADDINGS, downsamples
+
 ALPHA = 0.05
 EQUIVALENCE_MARGIN = 0.01  # accuracy points: "as good as" means the 95% CI lies within +-1 pt
 SUMMARY_METRICS = (
@@ -179,9 +181,7 @@ def factor_comparisons(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.
 
 
 def _level_order(column: str) -> list[str]:
-    from cnnstudy.variants import DOWNSAMPLES, PADDINGS
-
-    return list(PADDINGS if column == "padding" else DOWNSAMPLES)
+    return list(PADDINGS if column == "padding" else downsamples())
 
 
 def paired_diffs(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:

@@ -24,9 +24,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-BEST_TAG = "cnnstudy.best_nuisance"
-ROLE_ENV = "CNNSTUDY_ROLE"
-PARENT_ENV = "CNNSTUDY_PARENT_RUN_ID"
+from cnnstudy.run.lifecycle import finish_sweep, open_sweep
+from cnnstudy.run.roles import PARENT_ENV, ROLE_ENV
+from cnnstudy.tracking import tracking_uri, trial_runs, trials_by_worker
 
 
 def free_port(count: int = 1) -> int:
@@ -47,55 +47,6 @@ def _is_free(port: int) -> bool:
             return True
         except OSError:
             return False
-
-
-def stage_port(stage_index: int) -> None:
-    """Point keras-tuner at this stage's oracle (the base port is the tune stage's)."""
-    base = int(
-        os.environ.setdefault("CNNSTUDY_ORACLE_BASE_PORT", os.environ["KERASTUNER_ORACLE_PORT"])
-    )
-    os.environ["KERASTUNER_ORACLE_PORT"] = str(base + stage_index)
-
-
-def role() -> str | None:
-    return os.environ.get(ROLE_ENV)
-
-
-def tuner_id() -> str:
-    return os.environ.get("KERASTUNER_TUNER_ID", "local")
-
-
-def find_parent(study, timeout: float = 3600):  # noqa: ANN001, ANN201
-    """A worker on another machine: wait for the chief's open sweep of this study."""
-    from cnnstudy.tracking import SweepTracker, ensure_experiment, get_client
-
-    client = get_client()
-    exp_id = ensure_experiment(client, study.name)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        parent = SweepTracker.latest_parent(client, exp_id, study.fingerprint)
-        if parent is not None and parent.info.status != "FINISHED":
-            return SweepTracker.attach(parent.info.run_id)
-        time.sleep(2.0)
-    raise TimeoutError(f"no open sweep of study {study.name!r} appeared; is the chief running?")
-
-
-# ---------------------------------------------------------------- between the stages
-
-
-def publish_best(tracker, best: dict) -> None:  # noqa: ANN001
-    tracker.client.set_tag(tracker.parent_run_id, BEST_TAG, json.dumps(best, sort_keys=True))
-
-
-def wait_for_best(tracker, timeout: float = 24 * 3600) -> dict:  # noqa: ANN001
-    """A worker waits for the chief to finish the tuning stage and publish the winners."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        tags = tracker.client.get_run(tracker.parent_run_id).data.tags
-        if BEST_TAG in tags:
-            return json.loads(tags[BEST_TAG])
-        time.sleep(1.0)
-    raise TimeoutError("the chief never published the tuning results")
 
 
 # ---------------------------------------------------------------- the orchestrator
@@ -168,8 +119,6 @@ def start_mlflow_server(procs: Processes, store_uri: str, log_dir: Path) -> str:
 
 def run_distributed(argv: list[str], n_workers: int, study, log_dir: Path) -> int:  # noqa: ANN001
     """Start the server, the chief and the workers; wait; stop them; report."""
-    from cnnstudy.tracking import SweepTracker, tracking_uri
-
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = Processes()
     store = tracking_uri()
@@ -177,16 +126,10 @@ def run_distributed(argv: list[str], n_workers: int, study, log_dir: Path) -> in
     try:
         url = start_mlflow_server(procs, store, log_dir)
         os.environ["MLFLOW_TRACKING_URI"] = url
-        tracker, finished = SweepTracker.open(study.name, study.fingerprint)
+        tracker, finished = open_sweep(study, **{"cnnstudy.workers": str(n_workers)})
         if finished:
             print(f"sweep {tracker.sweep_id} is already complete; nothing to train.")
             return 0
-        tracker.client.update_run(tracker.parent_run_id, status="RUNNING")
-        tracker.record_provenance(
-            study.path,
-            study.resolved,
-            {"cnnstudy.command": " ".join(sys.argv), "cnnstudy.workers": str(n_workers)},
-        )
         oracle_port = free_port(2)
         base_env = {
             **os.environ,
@@ -219,13 +162,8 @@ def run_distributed(argv: list[str], n_workers: int, study, log_dir: Path) -> in
         }
         _watch(chief, workers, log_dir)
         complete = _report(tracker, study, time.perf_counter() - started)
-        tracker.close("FINISHED" if complete else "FAILED")
-        if complete:
-            from cnnstudy.results import export_runs
-
-            out = export_runs(
-                tracker.client.get_run(tracker.parent_run_id), Path("results") / study.name
-            )
+        out = finish_sweep(tracker, study, "FINISHED" if complete else "FAILED")
+        if out:
             print(f"  runs: {out}")
         return 0 if complete else 1
     finally:
@@ -282,9 +220,7 @@ def _new_progress(log_dir: Path, names: list[str], seen: set[str]) -> list[str]:
 
 def _report(tracker, study, seconds: float) -> bool:  # noqa: ANN001
     """Say what ran where, from MLflow; True when every trial has ended (FINISHED/FAILED)."""
-    from cnnstudy.results import trial_runs
-
-    runs = trial_runs(tracker.client.get_run(tracker.parent_run_id), stage=None)
+    runs = trial_runs(tracker.parent(), stage=None)
     done = runs[runs["status"].isin(["FINISHED", "FAILED"])] if not runs.empty else runs
     expected = study.n_trials
     complete = len(done) >= expected
@@ -293,16 +229,7 @@ def _report(tracker, study, seconds: float) -> bool:  # noqa: ANN001
         "trials finished."
     )
     if not runs.empty:
-        where = tracker.client.search_runs(
-            [tracker.experiment_id],
-            f"tags.`mlflow.parentRunId` = '{tracker.parent_run_id}' "
-            "and attributes.status = 'FINISHED'",
-            max_results=10000,
-        )
-        counts: dict[str, int] = {}
-        for r in where:
-            w = r.data.tags.get("cnnstudy.worker", "?")
-            counts[w] = counts.get(w, 0) + 1
+        counts = trials_by_worker(tracker.client, tracker.experiment_id, tracker.parent_run_id)
         print("  ran where: " + ", ".join(f"{w}: {n} trials" for w, n in sorted(counts.items())))
     if not complete:
         print(

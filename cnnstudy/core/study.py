@@ -17,8 +17,10 @@ from typing import Any
 
 import tomllib
 
-from cnnstudy import datasets
-from cnnstudy.variants import DOWNSAMPLES, PADDINGS, STRIDE_MODES, Variant, select
+from cnnstudy.core import datasets
+from cnnstudy.core.variants import PADDINGS, Variant, downsamples, select, unbuildable
+
+STRIDE_MODES: tuple[str, ...] = ("last_conv", "extra_conv")
 
 SECTIONS = ("study", "scientific", "nuisance", "fixed")
 TUNABLE = ("learning_rate", "dropout", "weight_decay")
@@ -31,7 +33,7 @@ class StudyError(ValueError):
 
 
 def load_defaults() -> dict[str, Any]:
-    text = resources.files("cnnstudy").joinpath("defaults.toml").read_text()
+    text = resources.files("cnnstudy.core").joinpath("defaults.toml").read_text()
     return tomllib.loads(text)
 
 
@@ -98,18 +100,6 @@ class Study:
     def n_trials(self) -> int:
         """Tuning points plus seeds, for every variant: the sweep's size."""
         return len(self.variants) * (self.n_tuning_points() + self.seeds)
-
-    def load_splits(self) -> datasets.Splits:
-        """The study's stratified train/val/test split (loaded once per sweep)."""
-        f = self.fixed
-        return datasets.load_splits(
-            self.dataset,
-            data_path=self.data_path,
-            val_fraction=f["val_fraction"],
-            test_fraction=f["test_fraction"],
-            split_seed=f["split_seed"],
-            limit=self.limit,
-        )
 
 
 # ---------------------------------------------------------------- loading
@@ -188,10 +178,13 @@ def build_study(user: dict[str, Any], source: str) -> Study:
     )
     if not study.variants:
         raise StudyError(f"{source}: [scientific] selects no registered variant.")
-    from cnnstudy.architecture import check_buildable  # keras-free shape arithmetic
-
     for variant in study.variants:
-        check_buildable(variant, study.settings({}), study.input_shape, source)
+        problem = unbuildable(variant, study.settings({}), study.input_shape)
+        if problem:
+            raise StudyError(
+                f"{source}: {problem}. Use fewer stages ([fixed] stage_widths), a smaller "
+                "kernel_size, or drop 'valid' from [scientific] paddings."
+            )
     return study
 
 
@@ -280,7 +273,7 @@ def _check_choice_list(value: list, allowed: tuple[str, ...], source: str, key: 
 
 def _check_scientific(sci: dict[str, Any], source: str) -> None:
     _check_choice_list(sci["paddings"], PADDINGS, source, "paddings")
-    _check_choice_list(sci["downsamplings"], DOWNSAMPLES, source, "downsamplings")
+    _check_choice_list(sci["downsamplings"], downsamples(), source, "downsamplings")
     _require(
         sci["stride_mode"] in STRIDE_MODES,
         source,

@@ -9,19 +9,23 @@ from __future__ import annotations
 import ast
 import base64
 import html
-import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cnnstudy import analysis, plots
-from cnnstudy.architecture import LAYER_COLUMNS, check_row
-from cnnstudy.results import trial_runs
-from cnnstudy.tracking import get_client
-from cnnstudy.variants import colour_order
+from cnnstudy.core.layers import LAYER_COLUMNS, check_row
+from cnnstudy.core.variants import colour_order
+from cnnstudy.report import figures as plots
+from cnnstudy.report import stats as analysis
+from cnnstudy.tracking import trial_runs
+from cnnstudy.tracking.queries import (
+    experiment_name,
+    layer_tables,
+    metric_histories,
+    resolved_study,
+)
 
 CURVE_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 REFERENCES = pd.DataFrame(
@@ -60,8 +64,6 @@ class ReportData:
 
 
 def collect(parent) -> ReportData:  # noqa: ANN001
-    client = get_client()
-    exp = client.get_experiment(parent.info.experiment_id)
     all_trials = trial_runs(parent, stage=None)
     if all_trials.empty:
         raise LookupError(f"sweep run {parent.info.run_id} has no trial runs to report on.")
@@ -69,36 +71,16 @@ def collect(parent) -> ReportData:  # noqa: ANN001
     failed = all_trials[all_trials["status"] == "FAILED"]
     if runs.empty:
         raise LookupError(f"sweep run {parent.info.run_id} has no finished replicate trial yet.")
-    data = ReportData(exp.name, parent, runs.reset_index(drop=True), failed.reset_index(drop=True))
-    rows = []
-    for r in runs.itertuples():
-        for metric in CURVE_METRICS:
-            for m in client.get_metric_history(r.run_id, metric):
-                rows.append(
-                    {
-                        "variant": r.variant,
-                        "seed": r.seed,
-                        "epoch": m.step,
-                        "metric": metric,
-                        "value": m.value,
-                    }
-                )
-    curves = pd.DataFrame(rows)
-    data.curves = curves.pivot_table(
-        index=["variant", "seed", "epoch"], columns="metric", values="value"
-    ).reset_index()
-    with tempfile.TemporaryDirectory() as tmp:
-        tables = []
-        for variant, group in runs.groupby("variant"):
-            path = client.download_artifacts(group.iloc[0]["run_id"], "layers.csv", tmp)
-            tables.append(pd.read_csv(path).assign(variant=variant))
-        data.layers = pd.concat(tables, ignore_index=True)
-        try:
-            path = client.download_artifacts(parent.info.run_id, "study/resolved.json", tmp)
-            data.resolved = json.loads(Path(path).read_text())
-        except Exception:  # noqa: BLE001 - an old sweep without it still gets a report
-            data.resolved = {}
-    return data
+    runs = runs.reset_index(drop=True)
+    return ReportData(
+        experiment_name(parent),
+        parent,
+        runs,
+        failed.reset_index(drop=True),
+        curves=metric_histories(runs, CURVE_METRICS),
+        layers=layer_tables(runs),
+        resolved=resolved_study(parent),
+    )
 
 
 # ---------------------------------------------------------------- document model
@@ -138,7 +120,7 @@ class Doc:
             elif kind == "ul":
                 out.append("\n".join(f"- {item}" for item in body))  # type: ignore[union-attr]
             elif kind == "table":
-                out.append(_md_table(body))  # type: ignore[arg-type]
+                out.append(markdown_table(body))  # type: ignore[arg-type]
             elif kind == "figure":
                 path, caption = body  # type: ignore[misc]
                 out.append(f"![{caption}]({path.relative_to(rel_to).as_posix()})\n\n*{caption}*")
@@ -178,7 +160,7 @@ def _inline(text: str) -> str:
     return out
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def markdown_table(df: pd.DataFrame) -> str:
     cells = df.astype(str).replace({"nan": "", "<NA>": ""})
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -493,15 +475,6 @@ def _border_caveat(runs: pd.DataFrame) -> list[str]:
         f"border accuracy is {drop:+.1f} pts vs centred over all variants, so the probe mixes "
         "padding with plain sensitivity to large translations. Compare variants, not levels."
     ]
-
-
-def log_to_parent(parent, files: list[Path], out_dir: Path) -> None:  # noqa: ANN001
-    client = get_client()
-    for path in files:
-        rel = path.relative_to(out_dir).parent.as_posix()
-        client.log_artifact(
-            parent.info.run_id, str(path), "report" if rel == "." else f"report/{rel}"
-        )
 
 
 def summarize_for_terminal(out_dir: Path) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnstudy.imageops import content_boxes, random_shifts, shift_each
+from cnnstudy.nets.imageops import content_boxes, random_shifts, shift_each
 
 
 @dataclass

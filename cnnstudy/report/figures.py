@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from cnnstudy.analysis import t_interval  # noqa: E402
-from cnnstudy.variants import colour_order  # noqa: E402
+from cnnstudy.core.variants import colour_order  # noqa: E402
+from cnnstudy.report.stats import t_interval  # noqa: E402
 
 # Student-t intervals everywhere, as in the tables (seaborn's default is a bootstrap).
 T95 = t_interval

@@ -1,0 +1,65 @@
+"""The dataset catalogue: what each dataset is (keras-free metadata, no loading).
+
+Validation reads it to check a study's dataset and input size before anything loads;
+``nets.data`` loads and splits the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    input_shape: tuple[int, int, int]
+    n_classes: int
+    offline: bool
+    scale: float  # raw pixel maximum: inputs are divided by it
+    origin: str = ""  # what keras.datasets downloads
+    cache_names: tuple[str, ...] = ()  # what it leaves under $KERAS_HOME/datasets
+
+
+REGISTRY: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo("mnist5k", (28, 28, 1), 10, True, 255.0),
+        DatasetInfo("digits", (8, 8, 1), 10, True, 16.0),
+        DatasetInfo(
+            "mnist",
+            (28, 28, 1),
+            10,
+            False,
+            255.0,
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+            ("mnist.npz",),
+        ),
+        DatasetInfo(
+            "fashion_mnist",
+            (28, 28, 1),
+            10,
+            False,
+            255.0,
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/ (4 .gz files)",
+            ("fashion-mnist",),
+        ),
+        DatasetInfo(
+            "cifar10",
+            (32, 32, 3),
+            10,
+            False,
+            255.0,
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            ("cifar-10-batches-py-target", "cifar-10-batches-py-target_archive"),
+        ),
+        DatasetInfo(
+            "cifar100",
+            (32, 32, 3),
+            100,
+            False,
+            255.0,
+            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            ("cifar-100-python-target", "cifar-100-python-target_archive"),
+        ),
+    )
+}
