@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from cnnstudy.cli import main
+from tests.test_report_render import assert_well_nested
 
 SECTIONS = (
     "Headline",
@@ -57,6 +58,17 @@ def test_report_has_every_section_in_both_formats(report):
     assert page.count("data:image/png;base64,") == 5  # self-contained
     assert "figures/mean_ci.png" in md
     assert "MISMATCH" not in md and "| ok |" in md  # the shape table checks out
+
+
+def test_report_html_is_well_nested_and_keeps_code_literal(report):
+    out, _ = report
+    page = (out / "report.html").read_text()
+    assert_well_nested(page)
+    assert "<code>F*F*C_in*C_out + C_out</code>" in page
+    assert '<p class="headline"><strong>Best variant: <code>' in page  # the e2e test's hook
+    assert '<table class="t">' in page and "<th>p (Holm)</th>" in page
+    assert "Open the replicate runs in MLflow</a>" in page
+    assert "[Open the replicate runs in MLflow](<http" in (out / "report.md").read_text()
 
 
 def test_summary_numbers_match_mlflow(report):

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import ast
 import base64
-import html
+import mimetypes
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from markupsafe import Markup
 
 from cnnstudy.core.layers import LAYER_COLUMNS, check_row
 from cnnstudy.core.variants import colour_order
 from cnnstudy.report import figures as plots
 from cnnstudy.report import stats as analysis
-from cnnstudy.tracking import trial_runs
+from cnnstudy.tracking import compare_runs_url, export_runs, log_report, trial_runs
 from cnnstudy.tracking.queries import (
     experiment_name,
     layer_tables,
@@ -83,118 +88,120 @@ def collect(parent) -> ReportData:  # noqa: ANN001
     )
 
 
-# ---------------------------------------------------------------- document model
+# ---------------------------------------------------------------- Markdown and HTML
+
+# CommonMark plus GFM tables; raw HTML off, so a value like "<NA>" reads as text.
+MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+# Brackets make a link only as "](", "][" or "]:", so an interval "[lo, hi]" stays bare.
+_SPECIAL = re.compile(r"([\\`*<>|&~]|\](?=[(\[:]))")
+# An underscore between two ASCII letters or digits can never open or close emphasis
+# (CommonMark's flanking rules), so `same_maxpool` needs no backslash and stays readable.
+_LOOSE_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 
 
-@dataclass
-class Doc:
-    """A report as blocks, rendered to both Markdown and self-contained HTML."""
-
-    blocks: list[tuple[str, object]] = field(default_factory=list)
-
-    def h(self, text: str, level: int = 2) -> None:
-        self.blocks.append((f"h{level}", text))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def callout(self, text: str) -> None:
-        self.blocks.append(("callout", text))
-
-    def ul(self, items: list[str]) -> None:
-        self.blocks.append(("ul", items))
-
-    def table(self, df: pd.DataFrame) -> None:
-        self.blocks.append(("table", df))
-
-    def figure(self, path: Path, caption: str) -> None:
-        self.blocks.append(("figure", (path, caption)))
-
-    def markdown(self, rel_to: Path) -> str:
-        out = []
-        for kind, body in self.blocks:
-            if kind.startswith("h"):
-                out.append("#" * int(kind[1]) + " " + str(body))
-            elif kind in ("p", "callout"):
-                out.append(str(body) if kind == "p" else "> " + str(body))
-            elif kind == "ul":
-                out.append("\n".join(f"- {item}" for item in body))  # type: ignore[union-attr]
-            elif kind == "table":
-                out.append(markdown_table(body))  # type: ignore[arg-type]
-            elif kind == "figure":
-                path, caption = body  # type: ignore[misc]
-                out.append(f"![{caption}]({path.relative_to(rel_to).as_posix()})\n\n*{caption}*")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        parts = []
-        for kind, body in self.blocks:
-            if kind.startswith("h"):
-                parts.append(f"<{kind}>{html.escape(str(body))}</{kind}>")
-            elif kind == "p":
-                parts.append(f"<p>{_inline(str(body))}</p>")
-            elif kind == "callout":
-                parts.append(f'<p class="headline">{_inline(str(body))}</p>')
-            elif kind == "ul":
-                items = "".join(f"<li>{_inline(i)}</li>" for i in body)  # type: ignore[union-attr]
-                parts.append(f"<ul>{items}</ul>")
-            elif kind == "table":
-                parts.append(body.to_html(index=False, border=0, classes="t", escape=True))  # type: ignore[union-attr]
-            elif kind == "figure":
-                path, caption = body  # type: ignore[misc]
-                data = base64.b64encode(Path(path).read_bytes()).decode()
-                parts.append(
-                    f'<figure><img alt="{html.escape(caption)}" '
-                    f'src="data:image/png;base64,{data}"><figcaption>'
-                    f"{html.escape(caption)}</figcaption></figure>"
-                )
-        return HTML_TEMPLATE.format(title=html.escape(title), body="\n".join(parts))
+def md_escape(value: object) -> str:
+    """Backslash-escape what Markdown would read as markup, so ``value`` comes out literally."""
+    return _LOOSE_UNDERSCORE.sub(r"\\_", _SPECIAL.sub(r"\\\1", str(value)))
 
 
-def _inline(text: str) -> str:
-    """The little Markdown the report uses inline: **bold** and `code`."""
-    out = html.escape(text)
-    for marker, tag in (("**", "strong"), ("`", "code"), ("*", "em")):
-        pieces = out.split(marker)
-        out = "".join(p if i % 2 == 0 else f"<{tag}>{p}</{tag}>" for i, p in enumerate(pieces))
-    return out
+def md_code(value: object) -> str:
+    """An inline code span; a fence longer than any backtick run inside keeps it whole."""
+    text = str(value)
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    cells = df.astype(str).replace({"nan": "", "<NA>": ""})
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    """``df`` as a GFM pipe table whose cells read literally, in Markdown and in HTML."""
+    cells = df.astype(object).where(df.notna(), "").astype(str)  # missing -> empty cell
+    head = "| " + " | ".join(md_escape(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in cells.values]
+    rows = [
+        "| " + " | ".join(md_escape(v.replace("\n", " ")) for v in row) + " |"
+        for row in cells.values
+    ]
     return "\n".join([head, rule, *rows])
-
-
-HTML_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px;
-       margin: 2em auto; padding: 0 1.2em; color: #1d1d1f; }}
-h1 {{ font-size: 1.7em; margin-bottom: .2em; }}
-h2 {{ margin-top: 1.8em; border-bottom: 1px solid #ddd; }}
-table.t {{ border-collapse: collapse; margin: .6em 0 1.2em; font-size: 13px; }}
-table.t th, table.t td {{ padding: 4px 9px; border-bottom: 1px solid #e3e3e3; text-align: left;
-                         vertical-align: top; }}
-table.t th {{ background: #f4f5f7; }}
-figure {{ margin: 1em 0 1.6em; }} figure img {{ max-width: 100%; border: 1px solid #eee; }}
-figcaption {{ color: #555; font-size: 13px; }}
-code {{ background: #f4f5f7; padding: 1px 4px; border-radius: 3px; }}
-.headline {{ font-size: 1.15em; background: #eef6ee; padding: .8em 1em; border-radius: 6px; }}
-</style></head><body>
-{body}
-</body></html>
-"""
-
-
-# ---------------------------------------------------------------- tables for humans
 
 
 def _pct(x: float) -> str:
     return "" if pd.isna(x) else f"{x * 100:.2f}"
+
+
+def _pts(x: float) -> str:
+    return "" if pd.isna(x) else f"{x * 100:+.2f}"
+
+
+def _fmt(x: float, spec: str) -> str:
+    return "" if pd.isna(x) else format(x, spec)
+
+
+def _templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("cnnstudy.report", "templates"),
+        # The page is HTML and escapes its title; the report is Markdown, escaped by `esc`.
+        autoescape=select_autoescape(["html.j2"], default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        esc=md_escape,
+        code=md_code,
+        codes=lambda xs: ", ".join(map(md_code, xs)) or "none",
+        md_table=markdown_table,
+        pct=_pct,
+        pts=_pts,
+        fmt=_fmt,
+    )
+    return env
+
+
+TEMPLATES = _templates()
+
+
+def render_markdown(context: dict) -> str:
+    """The report's Markdown: ``templates/report.md.j2`` filled in with ``context``."""
+    text = TEMPLATES.get_template("report.md.j2").render(context)
+    return re.sub(r"\n{3,}", "\n\n", text)  # optional sections leave blank runs
+
+
+def to_html(markdown: str, title: str, base: Path | None = None) -> str:
+    """A self-contained HTML page of ``markdown``: images under ``base`` become data URIs."""
+    tokens = MARKDOWN.parse(markdown)
+    _style(tokens)
+    if base is not None:
+        _embed_images(tokens, base)
+    body = MARKDOWN.renderer.render(tokens, MARKDOWN.options, {})
+    return TEMPLATES.get_template("page.html.j2").render(title=title, body=Markup(body))
+
+
+def _style(tokens: list[Token]) -> None:
+    """The page's CSS hooks: tables are ``table.t``, the quoted headline ``p.headline``.
+    (The Markdown quotes the headline, its only blockquote, so it stands out there too.)"""
+    quoted = 0
+    for tok in tokens:
+        if tok.type == "table_open":
+            tok.attrSet("class", "t")
+        elif tok.type in ("blockquote_open", "blockquote_close"):
+            quoted += 1 if tok.type == "blockquote_open" else -1
+        elif tok.type == "paragraph_open" and quoted:
+            tok.attrSet("class", "headline")
+
+
+def _embed_images(tokens: list[Token], base: Path) -> None:
+    """Relative image links (``figures/x.png``) become data URIs, so the page travels alone."""
+    for tok in tokens:
+        for child in tok.children or ():
+            src = str(child.attrGet("src") or "")
+            if child.type == "image" and ":" not in src and (base / src).is_file():
+                kind = mimetypes.guess_type(src)[0] or "application/octet-stream"
+                data = base64.b64encode((base / src).read_bytes()).decode()
+                child.attrSet("src", f"data:{kind};base64,{data}")
+
+
+# ---------------------------------------------------------------- tables for humans
 
 
 def _fmt_verdicts(v: pd.DataFrame) -> pd.DataFrame:
@@ -258,7 +265,24 @@ def _layer_table(layers: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- build
 
 
+def make_report(parent, results: Path) -> Path:  # noqa: ANN001
+    """Collect, build and export the report of sweep run ``parent`` under ``results/<study>``
+    and log it to that run; returns the report's directory."""
+    data = collect(parent)
+    out_dir = results / data.study
+    print(
+        f"report on sweep {parent.info.run_id} ({len(data.runs)} replicate runs, "
+        f"{len(data.failed)} failed trials) ...",
+        flush=True,
+    )
+    build_report(data, out_dir)
+    export_runs(parent, out_dir)
+    log_report(parent.info.run_id, out_dir)
+    return out_dir
+
+
 def build_report(data: ReportData, out_dir: Path) -> list[Path]:
+    """The statistics as CSV, the figures, and report.md / report.html from the template."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
@@ -285,158 +309,74 @@ def build_report(data: ReportData, out_dir: Path) -> list[Path]:
         "cost": plots.cost_tradeoffs(summary, fig_dir / "cost_tradeoffs.png"),
         "probes": plots.probes(runs, fig_dir / "probes.png"),
     }
-    doc = _document(data, summary, verdicts, anova, claims, head, figs)
+    context = {
+        **_context(data),
+        "head": head,
+        "n_seeds": head["n_seeds"],
+        "verdicts": verdicts.to_dict("records"),
+        "verdict_table": _fmt_verdicts(verdicts),
+        "anova_table": None if anova.empty else _fmt_anova(anova),
+        "claims_table": claims.assign(p_adjusted=claims["p_adjusted"].map(_g3)),
+        "summary_table": _fmt_summary(summary, runs),
+        # the Markdown links figures relative to itself; the HTML page embeds them
+        "figs": {k: p.relative_to(out_dir).as_posix() if p else None for k, p in figs.items()},
+    }
     md, page = out_dir / "report.md", out_dir / "report.html"
-    md.write_text(doc.markdown(out_dir))
-    page.write_text(doc.html(f"cnnstudy report: {data.study}"))
+    text = render_markdown(context)
+    md.write_text(text)
+    page.write_text(to_html(text, f"cnnstudy report: {data.study}", base=out_dir))
     files += [md, page, *(p for p in figs.values() if p)]
     return files
 
 
-def _document(data, summary, verdicts, anova, claims, head, figs) -> Doc:  # noqa: ANN001, PLR0915
-    runs, tags = data.runs, data.parent.data.tags
-    fixed = data.resolved.get("fixed", {})
+def _context(data: ReportData) -> dict:
+    """What the template needs besides the statistics: the study, its settings, provenance."""
+    runs = data.runs
     sci = data.resolved.get("scientific", {})
-    n_seeds = head["n_seeds"]
-    doc = Doc()
-    doc.h(f"cnnstudy report: {data.study}", 1)
-    doc.p(
-        f"Which CNN design choice wins on **{runs['dataset'].iloc[0]}**? "
-        f"{runs['variant'].nunique()} variants (padding x downsampling), {n_seeds} paired seeds "
-        f"each, learning rate tuned per variant. Sweep run `{data.parent.info.run_id}`."
-    )
-
-    doc.h("Headline")
-    tied = ", ".join(f"`{v}`" for v in head["tied"]) or "none"
-    doc.callout(
-        f"**Best variant: `{head['best']}`**, {head['best_mean'] * 100:.2f}% mean test accuracy "
-        f"(n={n_seeds} seeds). Statistically indistinguishable from it: {tied}. "
-        f"Significantly worse: {', '.join(f'`{v}`' for v in head['beaten']) or 'none'}."
-    )
-    doc.p(
-        "Rule: a difference counts only if its paired 95% t-interval excludes 0 **and** its "
-        "Holm-adjusted paired t-test p < 0.05. Otherwise the report says "
-        '"no significant difference" and names no winner. The CI is per comparison; the Holm '
-        "adjustment guards against finding a winner by testing several pairs, so a CI that "
-        "only just excludes 0 can still fall short."
-    )
-
-    doc.h("Verdict per design factor")
-    doc.p(
-        "Each comparison is paired by seed (same data order and initial seed), averaging over "
-        "the other factor's levels. Effect size: Cohen's d_z (mean paired difference / its sd). "
-        "p-values are Holm-adjusted over the four comparisons."
-    )
-    for r in verdicts.itertuples():
-        doc.p(
-            f"**{r.factor}: {r.a} vs {r.b}: {r.verdict}.** Mean difference "
-            f"{r.mean_diff * 100:+.2f} pts, "
-            f"95% CI [{r.ci_low * 100:+.2f}, {r.ci_high * 100:+.2f}], "
-            f"p (Holm) = {r.p_adjusted:.3g}, d_z = {r.effect_size:.2f}."
-        )
-    doc.table(_fmt_verdicts(verdicts))
-    if figs["paired"]:
-        doc.figure(figs["paired"], "Paired differences per factor comparison")
-
-    doc.h("Two-way ANOVA (padding x downsampling)")
-    if anova.empty:
-        doc.p("Not enough levels or seeds for the ANOVA.")
-    else:
-        doc.p(
-            "Type-II ANOVA on test accuracy with seed as a block factor (statsmodels OLS). "
-            "eta_sq is the share of total variance."
-        )
-
-        def fmt(spec: str):  # noqa: ANN202
-            return lambda x: "" if pd.isna(x) else format(x, spec)
-
-        doc.table(
-            anova.assign(
-                sum_sq=anova["sum_sq"].map(fmt(".3g")),
-                F=anova["F"].map(fmt(".2f")),
-                p_value=anova["p_value"].map(fmt(".3g")),
-                df=anova["df"].map(fmt(".0f")),
-                eta_sq=anova["eta_sq"].map(fmt(".3f")),
-            )
-        )
-
-    doc.h("Claims scorecard")
-    doc.p(
-        "Directional claims are **supported** when the paired effect is significant in the "
-        "claimed direction, **refuted** when significant the other way, else **inconclusive** "
-        '(Holm over the claims). "As good as" is an equivalence claim: supported when the '
-        "95% CI lies within "
-        f"+-{analysis.EQUIVALENCE_MARGIN * 100:.0f} pt, refuted when significantly worse beyond it."
-    )
-    doc.table(
-        claims.assign(
-            p_adjusted=claims["p_adjusted"].map(lambda x: "" if pd.isna(x) else f"{x:.3g}")
-        )
-    )
-
-    doc.h("Figures")
-    doc.figure(figs["mean_ci"], "Test accuracy per variant, mean and 95% t-interval over seeds")
-    doc.figure(figs["curves"], "Validation curves: mean and 95% band over seeds")
-    doc.figure(figs["cost"], "Accuracy vs MACs, parameters and train time, with the Pareto front")
-    doc.figure(
-        figs["probes"],
-        "Probes per variant: shift consistency, border - centre accuracy, generalization gap",
-    )
-
-    doc.h("Per-variant summary")
-    doc.table(_fmt_summary(summary, runs))
-    doc.p(
-        "train img/s is steady-state training throughput (epochs after the first, validation "
-        "excluded); infer img/s is `predict` throughput at batch 256, both on the sweep's device."
-    )
-
-    doc.h("Shape arithmetic")
-    doc.p(
-        "Each variant's layers as Keras built them (from the trial's `layers.csv` artifact), "
-        "checked against `(W - F + 2P)/S + 1` (for `same`, Keras's `ceil(W/S)`) and "
-        "`F*F*C_in*C_out + C_out`. MACs are per image."
-    )
-    doc.table(_layer_table(data.layers))
-
-    doc.h("Published reference points (other datasets and models, not comparable one to one)")
-    doc.table(REFERENCES)
-    doc.ul(OTHER_REFERENCES)
-
-    if not data.failed.empty:
-        doc.h("Failed trials (excluded from every statistic)")
-        doc.table(data.failed[["stage", "variant", "seed", "learning_rate", "failure"]].fillna(""))
-
-    doc.h("Caveats and reproduction")
-    stride_mode = sci.get(
-        "stride_mode", runs["stride_mode"].iloc[0] if "stride_mode" in runs else "?"
-    )
-    doc.ul(
-        [
-            f"Dataset `{runs['dataset'].iloc[0]}`, {int(runs['n_train'].iloc[0])} training images; "
-            f"n = {n_seeds} seeds per variant. Small n: wide intervals are expected.",
-            f"`stride` variant: stride_mode = `{stride_mode}` "
-            + (
-                "(each stage's last conv has stride 2)."
-                if stride_mode == "last_conv"
-                else "(an extra stride-2 conv replaces the pool, as in All-CNN)."
-            ),
-            "Fixed settings: " + ", ".join(f"{k} = {v}" for k, v in sorted(fixed.items())) + ".",
-            f"Epochs: {fixed.get('epochs', '?')}; short training favours variants that learn fast.",
+    failed = data.failed
+    return {
+        "study": data.study,
+        "run_id": data.parent.info.run_id,
+        "compare_url": compare_runs_url(data.parent),
+        "dataset": runs["dataset"].iloc[0],
+        "n_train": int(runs["n_train"].iloc[0]),
+        "n_variants": runs["variant"].nunique(),
+        "equivalence_pts": analysis.EQUIVALENCE_MARGIN * 100,
+        "layer_table": _layer_table(data.layers),
+        "references": REFERENCES,
+        "other_references": OTHER_REFERENCES,
+        "failed_table": None
+        if failed.empty
+        else failed[["stage", "variant", "seed", "learning_rate", "failure"]].fillna(""),
+        "stride_mode": sci.get(
+            "stride_mode", runs["stride_mode"].iloc[0] if "stride_mode" in runs else "?"
+        ),
+        "fixed": data.resolved.get("fixed", {}),
+        "caveats": [
             *_tuning_caveats(runs, data.resolved.get("nuisance", {})),
             *_border_caveat(runs),
-            f"Probe inputs: shift of up to {fixed.get('probe_shift', '?')} px, probe seed "
-            f"{fixed.get('probe_seed', '?')}; border/centre translations move the content's "
-            "bounding box (pixels > 0.1) onto an edge or to the centre, losing no content pixel.",
-            f"git commit `{tags.get('cnnstudy.git_commit', '?')}`, Keras backend "
-            f"`{tags.get('cnnstudy.backend', '?')}`, device `{tags.get('cnnstudy.device', '?')}`.",
-            "Versions: "
-            + ", ".join(f"{k[8:]} {v}" for k, v in sorted(tags.items()) if k.startswith("version."))
-            + ".",
-            f"Reproduce: `make sweep EXP={tags.get('cnnstudy.study_file', '?')} && make report "
-            f"EXP={tags.get('cnnstudy.study_file', '?')}`",
-        ]
-    )
-    return doc
+        ],
+        "prov": _provenance(data.parent.data.tags),
+    }
+
+
+def _provenance(tags: dict) -> dict:
+    return {
+        "git_commit": tags.get("mlflow.source.git.commit") or tags.get("cnnstudy.git_commit", "?"),
+        "backend": tags.get("cnnstudy.backend", "?"),
+        "device": tags.get("cnnstudy.device", "?"),
+        "versions": [f"{k[8:]} {v}" for k, v in sorted(tags.items()) if k.startswith("version.")],
+        "study_file": tags.get("cnnstudy.study_file", "?"),
+    }
+
+
+def _g3(x: float) -> str:
+    return _fmt(x, ".3g")
+
+
+def _fmt_anova(anova: pd.DataFrame) -> pd.DataFrame:
+    specs = {"sum_sq": ".3g", "F": ".2f", "p_value": ".3g", "df": ".0f", "eta_sq": ".3f"}
+    return anova.assign(**{c: anova[c].map(lambda x, s=s: _fmt(x, s)) for c, s in specs.items()})
 
 
 def _grid_edges(spec) -> tuple[float, float] | None:  # noqa: ANN001
