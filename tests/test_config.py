@@ -1,12 +1,14 @@
 """Study files: every shipped one validates; bad ones give the promised messages."""
 
+import json
 import subprocess
 import sys
 
 import pytest
+import tomllib
 
 from cnnstudy.cli import main
-from cnnstudy.core.study import StudyError, load_study
+from cnnstudy.core.study import SECTIONS, StudyError, StudyFile, load_defaults, load_study
 from tests.helpers import EXPERIMENTS, ROOT
 
 
@@ -94,6 +96,19 @@ BAD = {
         '[study]\ndataset = "digits"\n[fixed]\nstage_widths = [8, 16]\n',
         ["variant valid_maxpool", "layer s2_maxpool", "8x8x1"],
     ),
+    "typo_gets_a_suggestion": ("[study]\nseed = 3\n", ["unknown key 'seed'", "'seeds'"]),
+    "log_range_from_zero": (
+        "[nuisance]\nlearning_rate = {min = 0.0, max = 1e-2}\n",
+        ["[nuisance] learning_rate", "min > 0", 'sampling = "linear"'],
+    ),
+    "nuisance_neither_range_nor_list": (
+        "[nuisance]\ndropout = 0.5\n",
+        ["[nuisance] dropout = 0.5", "range", "list of numbers"],
+    ),
+    "fractions_leave_no_training_data": (  # the cross-field rule shows beside a field error
+        "[fixed]\nval_fraction = 0.5\ntest_fraction = 0.45\nepochs = 0\n",
+        ["[fixed] val_fraction + test_fraction", "10%", "[fixed] epochs = 0"],
+    ),
 }
 
 
@@ -128,3 +143,81 @@ def test_console_script_exits_nonzero_before_training(write_study):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "'full'" in proc.stderr
     assert not (path.parent / "mlflow.db").exists()  # nothing logged
+
+
+THREE_ERRORS = """
+[study]
+dataset = "imagenet"
+[scientific]
+paddings = ["same", "full"]
+[nuisance]
+dropout = [0.0, 0.5]
+[fixed]
+dropout = 0.1
+"""
+
+
+def test_every_error_of_a_file_is_reported_at_once(write_study, capsys):
+    path = write_study(THREE_ERRORS)
+    with pytest.raises(StudyError) as err:
+        load_study(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3, lines
+    assert all(line.startswith(f"{path}: ") for line in lines)
+    wheres = ["[study] dataset = 'imagenet'", "[scientific] paddings", "[fixed] dropout = 0.1"]
+    for where, line in zip(wheres, lines, strict=True):
+        assert where in line, (where, line)
+    assert "mnist5k" in lines[0] and "same, valid" in lines[1] and "in both" in lines[2]
+
+    assert main(["validate", str(path)]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and "Traceback" not in stderr
+    assert all(line in stderr for line in lines)
+
+
+def test_same_file_same_fingerprint_and_resolved_is_json():
+    first, second = (load_study(ROOT / "experiments/default.toml") for _ in range(2))
+    assert first.fingerprint == second.fingerprint
+    assert json.loads(json.dumps(first.resolved)) == first.resolved
+    tuned = load_study(ROOT / "experiments/default.toml", ["nuisance.dropout=[0.0, 0.5]"])
+    assert tuned.fingerprint != first.fingerprint
+    assert "dropout" not in tuned.fixed and "dropout" in tuned.resolved["nuisance"]
+
+
+def schema_from_cli(capsys) -> dict:
+    assert main(["schema"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_schema_lists_the_sections_and_forbids_extra_keys(capsys):
+    schema = schema_from_cli(capsys)
+    assert list(schema["properties"]) == list(SECTIONS)
+    assert schema["additionalProperties"] is False
+    for definition in schema["$defs"].values():
+        assert definition["additionalProperties"] is False, definition["title"]
+
+
+def test_schema_defaults_and_descriptions_come_from_defaults_toml(capsys):
+    defs = schema_from_cli(capsys)["$defs"]
+    sections = {"study": "StudySection", "scientific": "ScientificSection"}
+    sections |= {"nuisance": "NuisanceSection", "fixed": "FixedSection"}
+    for section, body in load_defaults().items():
+        props = defs[sections[section]]["properties"]
+        for key, default in body.items():
+            assert props[key]["default"] == default, (section, key)
+            assert props[key].get("description"), (section, key)
+    assert "95% val accuracy" in defs["FixedSection"]["properties"]["epochs"]["description"]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_study_file_validates_against_the_schema(path, capsys):
+    data = tomllib.loads(path.read_text())
+    try:
+        import jsonschema
+    except ImportError:  # not installed: the model the schema is made from
+        StudyFile.model_validate(data)
+        return
+    schema = schema_from_cli(capsys)
+    jsonschema.validate(data, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**data, "training": {}}, schema)
