@@ -1,4 +1,4 @@
-"""The `cnnstudy` command: sweep, shapes, validate, variants, export, ui."""
+"""The `cnnstudy` command: sweep, shapes, validate, schema, variants, export, ui."""
 
 from __future__ import annotations
 
@@ -63,6 +63,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from cnnstudy.core.study import study_schema
+
+    print(json.dumps(study_schema(), indent=2))
+    return 0
+
+
 def cmd_shapes(args: argparse.Namespace) -> int:
     import csv
 
@@ -107,21 +116,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cnnstudy.report.builder import build_report, collect, summarize_for_terminal
-    from cnnstudy.tracking import export_runs, find_sweep, log_report
+    from cnnstudy.report.builder import make_report, summarize_for_terminal
+    from cnnstudy.tracking import find_sweep
 
     name = None if args.run_id else load_study(args.study, args.set).name
     parent = find_sweep(name or "", args.run_id)
-    data = collect(parent)
-    out_dir = RESULTS / data.study
-    print(
-        f"report on sweep {parent.info.run_id} ({len(data.runs)} replicate runs, "
-        f"{len(data.failed)} failed trials) ...",
-        flush=True,
-    )
-    files = build_report(data, out_dir)
-    files.append(export_runs(parent, out_dir))
-    log_report(parent.info.run_id, out_dir)
+    out_dir = make_report(parent, RESULTS)
     print(summarize_for_terminal(out_dir))
     print(
         f"\nwrote {out_dir}/report.html and report.md (+ summary.csv, verdicts.csv, "
@@ -131,9 +131,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from cnnstudy.tracking import tracking_uri
+    from cnnstudy.tracking import check_store, tracking_uri
 
     uri = tracking_uri()
+    check_store(uri)  # a broken store: say so here, not in the server's traceback
     cmd = [
         sys.executable,
         "-m",
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="sweep parent run id (default: the study's latest sweep)")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("schema", help="print the JSON schema of a study file (for editors)")
+    p.set_defaults(func=cmd_schema)
+
     p = sub.add_parser("variants", help="list the registered variants")
     p.set_defaults(func=cmd_variants)
 
@@ -226,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         from cnnstudy.nets.data import DataError
         from cnnstudy.run.locking import SweepBusyError
+        from cnnstudy.tracking.store import StoreError
 
-        expected = (StudyError, DataError, LookupError, SweepBusyError)
+        expected = (StudyError, DataError, LookupError, SweepBusyError, StoreError)
         if args.debug or not isinstance(err, expected):
             if args.debug:
                 raise

@@ -30,6 +30,7 @@ if not (CHROMIUM and DRIVER):
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -143,6 +144,104 @@ def test_mlflow_ui_lists_the_sweep_and_its_trials(browser, mlflow_ui, tiny_sweep
     assert trial["params.variant"] in body
     assert f"{trial['metrics.test_accuracy']:.4g}"[:4] in body
     browser.save_screenshot(str(shots / "mlflow_ui_trial.png"))
+
+
+# The sweep's design choices against its outcome: what its parallel-coordinates plots show.
+DESIGN = ["variant", "padding", "downsample", "learning_rate", "test_accuracy"]
+# the compare-runs page's plot (plotly parcoords): its axis titles, left to right
+PCP_AXES = (
+    "return Array.from(document.querySelectorAll('.pcp-plot .parcoords .axis-title'))"
+    ".map(e => e.textContent)"
+)
+SVG_TEXT = "return Array.from(document.querySelectorAll('svg text')).map(e => e.textContent)"
+
+
+def _in_order(names: list[str], seen: list[str]) -> bool:
+    it = iter(seen)
+    return all(name in it for name in names)
+
+
+def test_compare_runs_link_plots_the_design_choices(browser, mlflow_ui, tiny_sweep, shots):
+    """compare_runs_url opens MLflow's compare page on the sweep's finished replicate runs.
+    Its parallel-coordinates plot starts on MLflow's defaults (the first three params that
+    differ, alphabetically, and one metric); adding the design choices in its own boxes
+    plots all five."""
+    from cnnstudy.tracking import compare_runs_url, find_sweep
+
+    _, runs, _ = tiny_sweep
+    parent = find_sweep("smoke")
+    url = compare_runs_url(parent, mlflow_ui)
+    assert url.startswith(f"{mlflow_ui}/#/compare-runs?runs=")
+    rep = runs[(runs["tags.cnnstudy.stage"] == "replicate") & (runs["status"] == "FINISHED")]
+    wait = WebDriverWait(browser, 60)
+    browser.get(url)
+    wait.until(lambda d: d.execute_script(PCP_AXES))
+    assert f"Comparing {len(rep)} Runs from 1 Experiment" in _text(browser)
+    default = browser.execute_script(PCP_AXES)
+    params = rep[[c for c in rep.columns if c.startswith("params.")]]
+    differing = sorted(c[7:] for c in params.columns if params[c].nunique() > 1)
+    assert default[:3] == differing[:3] and len(default) == 4, (default, differing)
+
+    boxes = browser.find_elements(By.CSS_SELECTOR, "input[role='combobox']")[:2]
+    for box, names in zip(boxes, (DESIGN[:4], DESIGN[4:]), strict=True):
+        for name in (n for n in names if n not in default):
+            box.click()
+            box.send_keys(name)
+            option = wait.until(
+                ec.element_to_be_clickable(
+                    (By.CSS_SELECTOR, f"[class*='select-item-option'][title='{name}']")
+                )
+            )
+            option.click()
+        box.send_keys(Keys.ESCAPE)
+    wait.until(lambda d: set(DESIGN) <= set(d.execute_script(PCP_AXES)))
+    browser.save_screenshot(str(shots / "mlflow_compare_runs.png"))
+
+
+def test_parallel_coordinates_link_needs_no_clicks(browser, mlflow_ui, tiny_sweep, shots):
+    """parallel_coordinates_url opens the runs page's chart view, preset (a shared view):
+    the sweep's replicate runs only, one parallel-coordinates chart of the five names."""
+    from cnnstudy.tracking import find_sweep, parallel_coordinates_url
+
+    parent = find_sweep("smoke")
+    url = parallel_coordinates_url(parent, mlflow_ui)
+    assert parallel_coordinates_url(parent, mlflow_ui) == url  # the same view, not a new one
+    wait = WebDriverWait(browser, 60)
+    browser.get(url)
+    wait.until(lambda d: set(DESIGN) <= set(d.execute_script(SVG_TEXT)))
+    assert _in_order(DESIGN, browser.execute_script(SVG_TEXT))
+    body = _text(browser)
+    assert "Parallel Coordinates" in body and "Showing all runs" in body
+    assert "shared view" in body and "Group: replicate" in body
+    browser.save_screenshot(str(shots / "mlflow_parallel_coordinates.png"))
+
+
+def test_sweep_run_shows_its_datasets_source_commit_and_note(browser, mlflow_ui, tiny_sweep, shots):
+    """The parent run: its splits as datasets (runs table and run page), the study file
+    and git commit as its source, its note as the description."""
+    _, runs, _ = tiny_sweep
+    parent = runs[runs["tags.cnnstudy.kind"] == "sweep"].iloc[0]
+    exp_id, run_id = parent["experiment_id"], parent["run_id"]
+    now = mlflow.get_run(run_id)  # the note changes when the report runs
+    note = now.data.tags["mlflow.note.content"].splitlines()[0]
+    commit = now.data.tags["mlflow.source.git.commit"]
+    dataset = now.inputs.dataset_inputs[0].dataset.name.rsplit("-", 1)[0]
+    wait = WebDriverWait(browser, 60)
+
+    browser.get("about:blank")  # a fresh page: leaving a shared view in place can hang
+    browser.get(f"{mlflow_ui}/#/experiments/{exp_id}/runs?compareRunsMode=TABLE")
+    wait.until(ec.presence_of_element_located((By.XPATH, "//*[text()='Dataset']")))
+    wait.until(lambda d: f"{dataset}-train" in _text(d))  # the Dataset column
+
+    browser.get(f"{mlflow_ui}/#/experiments/{exp_id}/runs/{run_id}")
+    wait.until(ec.presence_of_element_located((By.XPATH, "//*[text()='Datasets']")))
+    wait.until(lambda d: f"{dataset}-train" in _text(d))
+    body = _text(browser)
+    assert "+2" in body  # train shown, val and test behind it
+    assert "smoke.toml" in body and commit[:7] in body  # Source: study file and commit
+    plain = note.translate(str.maketrans("", "", "*`>")).strip()  # rendered Markdown
+    assert plain[:40] in body, (plain, body[:2000])
+    browser.save_screenshot(str(shots / "mlflow_sweep_run.png"))
 
 
 def test_report_html_renders_every_figure(browser, tiny_sweep, shots):

@@ -196,6 +196,13 @@ def test_nan_trials_are_listed_in_the_report_and_excluded(isolated_store):
     assert md.count("nan loss") == 2  # one diverged tuning point per variant
     summary = pd.read_csv(isolated_store / "results/smoke/summary.csv")
     assert (summary["n"] == 2).all()
+    # the sweep run's description in MLflow is now the report's headline
+    parent = mlflow.search_runs(
+        experiment_names=["smoke"], filter_string="tags.`cnnstudy.kind` = 'sweep'"
+    ).iloc[0]
+    note = parent["tags.mlflow.note.content"]
+    assert note.startswith("**Best variant: `")
+    assert all(f"> {line}" in md for line in note.splitlines())
 
 
 def test_servers_bind_to_loopback_by_default():
@@ -249,3 +256,104 @@ def test_grid_search_resumes_after_an_interrupted_trial(tmp_path):
         tuner(stop_after=2).search(verbose=0)
     tuner(stop_after=-1).search(verbose=0)
     assert sorted(done) == [(a, b) for a in (1, 2, 3) for b in (10, 20)]
+
+
+# ---------------------------------------------------------------- a missing or broken store
+
+
+def _smoke_study(root: Path) -> None:
+    (root / "experiments/smoke.toml").write_text((ROOT / "experiments/smoke.toml").read_text())
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_reading_before_any_sweep_says_so_and_creates_no_store(isolated_store, capsys, command):
+    _smoke_study(isolated_store)
+    assert main([command, "experiments/smoke.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "no MLflow store yet" in err and "make sweep" in err
+    assert str(isolated_store / "mlflow.db") in err  # names the file it looked for
+    assert "Traceback" not in err
+    assert not (isolated_store / "mlflow.db").exists()  # not created empty
+    assert not (isolated_store / "mlartifacts").exists()
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"this is not an sqlite database\n" + bytes(range(256)) * 16)
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+    (path / "keep.txt").write_text("mine")
+
+
+def _damaged(path: Path) -> None:
+    """A real MLflow store with a run in it, then pages in the middle overwritten."""
+    from cnnstudy.tracking.store import get_client
+
+    client = get_client()
+    run = client.create_run(client.create_experiment("smoke"))
+    client.log_param(run.info.run_id, "variant", "same_maxpool")
+    data = bytearray(path.read_bytes())
+    data[8192:-4096] = bytes((b * 7 + 13) % 256 for b in data[8192:-4096])
+    path.write_bytes(bytes(data))
+
+
+def _snapshot(path: Path) -> dict:
+    if path.is_dir():
+        return {p.name: p.read_bytes() for p in path.iterdir()}
+    return {"": path.read_bytes()}
+
+
+@pytest.mark.parametrize(
+    "breakage, what",
+    [
+        (_garbage, "is damaged or not an SQLite database (file is not a database)"),
+        (_directory, "is a directory"),
+        (_damaged, "is damaged or not an SQLite database (database disk image is malformed)"),
+    ],
+    ids=["garbage", "directory", "damaged"],
+)
+def test_a_broken_store_is_named_with_the_way_out(
+    isolated_store, capsys, monkeypatch, breakage, what
+):
+    _smoke_study(isolated_store)
+    db = isolated_store / "mlflow.db"
+    breakage(db)
+    before = _snapshot(db)
+    monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("`cnnstudy ui` started a server"))
+    for args in (
+        ["report", "experiments/smoke.toml"],
+        ["export", "experiments/smoke.toml"],
+        ["sweep", "experiments/smoke.toml", *SHRUNK],
+        ["ui"],
+    ):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("error: the MLflow tracking store "), (args, err)
+        assert f"sqlite:///{db}" in err and what in err, (args, err)
+        assert f"mv {db} {db}.broken" in err and "make sweep" in err, (args, err)
+        assert "Traceback" not in err
+    assert _snapshot(db) == before  # nothing written over, nothing lost
+    assert not (isolated_store / "state").exists()  # the sweep stopped before anything ran
+    # following the advice works: the store is moved aside and the next read says what to do
+    db.rename(db.with_name("mlflow.db.broken"))
+    assert main(["report", "experiments/smoke.toml"]) == 2
+    assert "no MLflow store yet" in capsys.readouterr().err
+
+
+def test_an_unreadable_store_says_permission_denied(isolated_store, monkeypatch):
+    from cnnstudy.tracking.store import StoreError, check_store
+
+    db = isolated_store / "mlflow.db"
+    _garbage(db)
+    db.chmod(0)
+    try:
+        with monkeypatch.context() as m:
+            if os.geteuid() == 0:  # root reads any file: play an ordinary user
+                m.setattr(os, "access", lambda *a, **k: False)
+            with pytest.raises(StoreError) as caught:
+                check_store()
+    finally:
+        db.chmod(0o644)
+    message = str(caught.value)
+    assert "permission denied" in message and str(db) in message and "chmod" in message

@@ -13,7 +13,7 @@ from cnnstudy.core.variants import variants
 from cnnstudy.nets import training
 from cnnstudy.nets.data import REGISTRY, Splits, load_splits
 from cnnstudy.nets.models import build_model, compile_model
-from tests.helpers import EXPERIMENTS, ROOT
+from tests.helpers import EXPERIMENTS, ROOT, TINY
 
 PARAMS = {
     "variant",
@@ -45,9 +45,15 @@ def test_parent_and_children_are_tagged_and_complete(tiny_sweep):
     parents = runs[runs["tags.cnnstudy.kind"] == "sweep"]
     assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
     parent = parents.iloc[0]
-    for tag in ("git_commit", "backend", "device", "fingerprint"):
+    for tag in ("backend", "device", "fingerprint"):
         assert parent[f"tags.cnnstudy.{tag}"], tag
     assert parent["tags.version.keras"].startswith("3.")
+    # MLflow's own source tags: the UI's Source, Version, User and Description
+    assert parent["tags.mlflow.source.name"] == "experiments/smoke.toml"
+    assert parent["tags.mlflow.source.type"] == "LOCAL"
+    assert parent["tags.mlflow.source.git.commit"]
+    assert parent["tags.mlflow.user"]
+    assert "smoke" in parent["tags.mlflow.note.content"]
     trials = runs[runs["tags.cnnstudy.kind"] == "trial"]
     assert (trials["tags.mlflow.parentRunId"] == parent["run_id"]).all()
     assert trials["tags.cnnstudy.stage"].value_counts().to_dict() == {"tune": 4, "replicate": 8}
@@ -77,9 +83,37 @@ def test_per_epoch_curves_and_artifacts_are_logged(tiny_sweep):
     history = client.get_metric_history(run_id, "val_accuracy")
     assert [m.step for m in history] == [1]  # smoke: one epoch
     names = {a.path for a in client.list_artifacts(run_id)}
-    assert {"layers.csv", "learning_curve.png"} <= names
+    assert {"layers.json", "learning_curve.png"} <= names
+    # layers.json is an MLflow table, read back with shapes as tuples
+    from cnnstudy.core.layers import LAYER_COLUMNS
+    from cnnstudy.tracking.queries import layer_tables
+
+    reps = runs[runs["tags.cnnstudy.stage"] == "replicate"]
+    table = layer_tables(reps.rename(columns={"params.variant": "variant"}))
+    assert set(LAYER_COLUMNS) <= set(table.columns)
+    assert set(table["variant"]) == set(reps["params.variant"])
+    assert all(isinstance(s, tuple) and s for s in table["output_shape"])
     parent = runs[runs["tags.cnnstudy.kind"] == "sweep"].iloc[0]["run_id"]
     assert {a.path for a in client.list_artifacts(parent)} >= {"study", "tuning"}
+
+
+def test_the_splits_are_the_parent_runs_datasets(tiny_sweep):
+    """train/val/test are logged once as dataset inputs (the UI's Dataset column), with
+    digests that match the data the trials saw; the re-run did not log them again."""
+    from cnnstudy.nets.data import study_splits
+
+    tmp, runs, _ = tiny_sweep
+    parent_id = runs[runs["tags.cnnstudy.kind"] == "sweep"].iloc[0]["run_id"]
+    inputs = mlflow.tracking.MlflowClient().get_run(parent_id).inputs.dataset_inputs
+    by_context = {i.tags[0].value: i.dataset for i in inputs}
+    assert sorted(by_context) == ["test", "train", "val"] and len(inputs) == 3
+    splits = study_splits(load_study(tmp / "experiments/smoke.toml", [s for s in TINY if "=" in s]))
+    for context, ds in by_context.items():
+        assert ds.name == f"{splits.dataset}-{context}" and ds.digest
+        again = mlflow.data.from_numpy(
+            getattr(splits, f"x_{context}"), targets=getattr(splits, f"y_{context}")
+        )
+        assert ds.digest == again.digest, context
 
 
 def test_rerun_adds_no_duplicates(tiny_sweep):

@@ -24,7 +24,7 @@ from cnnstudy.core.layers import LAYER_COLUMNS, check_row
 from cnnstudy.core.variants import colour_order
 from cnnstudy.report import figures as plots
 from cnnstudy.report import stats as analysis
-from cnnstudy.tracking import compare_runs_url, export_runs, log_report, trial_runs
+from cnnstudy.tracking import compare_runs_url, export_runs, log_report, set_note, trial_runs
 from cnnstudy.tracking.queries import (
     experiment_name,
     layer_tables,
@@ -278,7 +278,21 @@ def make_report(parent, results: Path) -> Path:  # noqa: ANN001
     build_report(data, out_dir)
     export_runs(parent, out_dir)
     log_report(parent.info.run_id, out_dir)
+    # the sweep run's description in the MLflow UI becomes the verdict
+    set_note(parent.info.run_id, headline_markdown((out_dir / "report.md").read_text()))
     return out_dir
+
+
+def headline_markdown(md: str) -> str:
+    """The report's headline callout (its first blockquote) as Markdown, without the ``>``."""
+    lines = md.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(">")), len(lines))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith(">"):
+            break
+        block.append(line[1:].removeprefix(" "))
+    return "\n".join(block)
 
 
 def build_report(data: ReportData, out_dir: Path) -> list[Path]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from cnnstudy.run.lifecycle import finish_sweep, open_sweep
 from cnnstudy.run.roles import PARENT_ENV, ROLE_ENV
 from cnnstudy.tracking import tracking_uri, trial_runs, trials_by_worker
+from cnnstudy.tracking.store import ensure_experiment, get_client
 
 
 def free_port(count: int = 1) -> int:
@@ -124,6 +125,9 @@ def run_distributed(argv: list[str], n_workers: int, study, log_dir: Path) -> in
     store = tracking_uri()
     started = time.perf_counter()
     try:
+        # created on the store itself, the experiment keeps its artifacts in ./mlartifacts
+        # (not the server's mlflow-artifacts:/), so `cnnstudy report` reads them afterwards
+        ensure_experiment(get_client(), study.name)
         url = start_mlflow_server(procs, store, log_dir)
         os.environ["MLFLOW_TRACKING_URI"] = url
         tracker, finished = open_sweep(study, **{"cnnstudy.workers": str(n_workers)})

@@ -10,7 +10,7 @@ from cnnstudy.run import distributed, roles
 from cnnstudy.run.lifecycle import RESULTS, finish_sweep, load_data, open_sweep, run_role
 from cnnstudy.run.locking import sweep_lock
 from cnnstudy.run.sweep import Sweep, state_root
-from cnnstudy.tracking import export_runs, tracking_uri
+from cnnstudy.tracking import check_store, export_runs, tracking_uri
 
 
 def launch(study: Study, *, new: bool = False, workers: int = 0, argv: list[str] = ()) -> int:
@@ -26,6 +26,7 @@ def launch(study: Study, *, new: bool = False, workers: int = 0, argv: list[str]
         flush=True,
     )
     started = time.perf_counter()
+    check_store()  # an unreadable store fails now, not after the data has loaded
     if roles.role():  # a chief or worker process
         return run_role(study, load_data(study))
     with sweep_lock(state_root() / study.name / f"{study.fingerprint}.lock", study.name):
@@ -33,7 +34,7 @@ def launch(study: Study, *, new: bool = False, workers: int = 0, argv: list[str]
             log_dir = state_root().parent / "logs" / study.name
             return distributed.run_distributed(list(argv), workers, study, log_dir)
         splits = load_data(study)
-        tracker, finished = open_sweep(study, new=new)
+        tracker, finished = open_sweep(study, splits, new=new)
         if finished:
             print(
                 f"sweep {tracker.sweep_id} is already complete (MLflow run "

@@ -29,11 +29,14 @@ from cnnstudy.tracking import (
 RESULTS = Path("results")
 
 
-def open_sweep(study: Study, *, new: bool = False, **tags: str) -> tuple[SweepTracker, bool]:
+def open_sweep(
+    study: Study, splits: Splits | None = None, *, new: bool = False, **tags: str
+) -> tuple[SweepTracker, bool]:
     """Resume the study's sweep (same fingerprint) or start one; True if already finished.
 
-    A sweep with no trial yet gets its provenance now, and loses any tuner state left
-    from a deleted store.
+    A sweep with no trial yet gets its provenance and its datasets (``splits``, the
+    parent run's dataset inputs) now, and loses any tuner state left from a deleted store.
+    The distributed orchestrator opens it without data; its chief logs the datasets.
     """
     tracker, finished = SweepTracker.open(study.name, study.fingerprint, new=new)
     if finished:
@@ -44,9 +47,24 @@ def open_sweep(study: Study, *, new: bool = False, **tags: str) -> tuple[SweepTr
         if stale.exists():
             shutil.rmtree(stale)
         tracker.record_provenance(
-            study.path, study.resolved, {"cnnstudy.command": " ".join(sys.argv), **tags}
+            study.path,
+            study.resolved,
+            {"cnnstudy.command": " ".join(sys.argv), **tags},
+            note=describe(study),
         )
+        if splits is not None:
+            tracker.log_datasets(splits, source=study.data_path or None)
     return tracker, False
+
+
+def describe(study: Study) -> str:
+    """The parent run's description (MLflow's note) until `make report` puts the verdict."""
+    return (
+        f"Sweep of study **{study.name}** (`{study.path}`) on `{study.dataset}`: "
+        f"{len(study.variants)} variants, tuning grid of {study.n_tuning_points()}, "
+        f"{study.seeds} seeds, {study.n_trials} trials (the child runs, stage `tune` or "
+        f"`replicate`). `make report EXP={study.path}` replaces this note with the verdict."
+    )
 
 
 def finish_sweep(tracker: SweepTracker, study: Study, status: str) -> Path | None:
@@ -68,10 +86,12 @@ def run_role(study: Study, splits: Splits) -> int:
     """A chief or worker of keras-tuner's distributed mode."""
     if roles.PARENT_ENV in os.environ:  # started by --workers: the sweep is open
         tracker = SweepTracker.attach(os.environ[roles.PARENT_ENV])
+        if roles.role() == "chief":  # the orchestrator has no data: the chief logs it, once
+            tracker.log_datasets(splits, source=study.data_path or None)
         Sweep(study, splits, tracker).run()
         return 0
     if roles.role() == "chief":  # across machines: the chief opens (or resumes) it
-        tracker, finished = open_sweep(study)
+        tracker, finished = open_sweep(study, splits)
         if not finished:
             Sweep(study, splits, tracker).run()
             finish_sweep(tracker, study, "FINISHED")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from cnnstudy.nets.data import Splits
 from cnnstudy.nets.models import build_model, compile_model
 from cnnstudy.nets.shapes import variant_table
 from cnnstudy.run import roles
-from cnnstudy.run.trialplot import learning_curve_png
+from cnnstudy.run.trialplot import learning_curve_image
 from cnnstudy.tracking import SweepTracker
 
 TUNE, REPLICATE = "tune", "replicate"
@@ -366,23 +365,14 @@ class Sweep:
 
     # -- artifacts
     def _log_table(self, run_id: str, table: list[dict]) -> None:
-        import csv
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "layers.csv"
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(table[0]))
-                writer.writeheader()
-                writer.writerows(table)
-            self.tracker.log_artifact(run_id, path)
+        """The layer table as an MLflow table (layers.json: one row per layer)."""
+        self.tracker.log_table(run_id, table, "layers.json")
 
     def _log_curve(
         self, run_id: str, history: dict[str, list[float]], name: str, seed: int
     ) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "learning_curve.png"
-            learning_curve_png(history, f"{name}, seed {seed}", path)
-            self.tracker.log_artifact(run_id, path)
+        image = learning_curve_image(history, f"{name}, seed {seed}")
+        self.tracker.log_image(run_id, image, "learning_curve.png")
 
 
 def clear_stale_state(directory: Path) -> None:

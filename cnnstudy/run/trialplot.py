@@ -3,8 +3,6 @@ figure per trial (the report's seaborn figures are the polished ones)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PIL import Image, ImageDraw
 
 W, H, PAD = 360, 240, 36
@@ -34,7 +32,8 @@ def _panel(draw: ImageDraw.ImageDraw, x0: int, series: dict[str, list[float]], t
             draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=COLOURS[label])
 
 
-def learning_curve_png(history: dict[str, list[float]], title: str, path: Path) -> Path:
+def learning_curve_image(history: dict[str, list[float]], title: str) -> Image.Image:
+    """Loss and accuracy per epoch, train and validation, side by side."""
     image = Image.new("RGB", (2 * W, H + 16), "white")
     draw = ImageDraw.Draw(image)
     draw.text((10, H), title, fill=(0, 0, 0))
@@ -43,5 +42,4 @@ def learning_curve_png(history: dict[str, list[float]], title: str, path: Path) 
     for i, metric in enumerate(("loss", "accuracy")):
         series = {"train": history[metric], "validation": history[f"val_{metric}"]}
         _panel(draw, i * W, series, metric)
-    image.save(path)
-    return path
+    return image

@@ -2,6 +2,7 @@
 
 from cnnstudy.tracking.provenance import device_description, git_commit, package_versions
 from cnnstudy.tracking.queries import (
+    compare_runs_url,
     export_runs,
     find_sweep,
     has_trials,
@@ -9,11 +10,19 @@ from cnnstudy.tracking.queries import (
     trials_by_worker,
     wait_for_open_sweep,
 )
-from cnnstudy.tracking.store import get_client, tracking_uri
-from cnnstudy.tracking.sweep_runs import SweepTracker, log_report
+from cnnstudy.tracking.store import StoreError, check_store, get_client, tracking_uri
+from cnnstudy.tracking.sweep_runs import (
+    SweepTracker,
+    log_report,
+    parallel_coordinates_url,
+    set_note,
+)
 
 __all__ = [
+    "StoreError",
     "SweepTracker",
+    "check_store",
+    "compare_runs_url",
     "device_description",
     "export_runs",
     "find_sweep",
@@ -22,6 +31,8 @@ __all__ = [
     "has_trials",
     "log_report",
     "package_versions",
+    "parallel_coordinates_url",
+    "set_note",
     "trial_runs",
     "trials_by_worker",
     "tracking_uri",

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import ast
+import io
 import json
-import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from cnnstudy.tracking.store import (
     FINGERPRINT,
@@ -25,8 +28,11 @@ ID_COLUMNS = ["run_id", "status", "failure", "variant", "padding", "downsample",
 
 
 def find_sweep(study_name: str, run_id: str | None = None):
-    """The given parent run, or the study's most recent sweep (finished ones first)."""
-    client = get_client()
+    """The given parent run, or the study's most recent sweep (finished ones first).
+
+    A local store that does not exist yet is a ``LookupError``, and is not created.
+    """
+    client = get_client(create=False)
     if run_id:
         return client.get_run(run_id)
     exp = client.get_experiment_by_name(study_name)
@@ -94,6 +100,13 @@ def children_filter(parent_run_id: str, extra: str = "") -> str:
     return f"tags.`{PARENT}` = '{parent_run_id}'" + (f" and {extra}" if extra else "")
 
 
+def replicates_filter(parent_run_id: str) -> str:
+    """The filter string for a sweep's FINISHED replicate runs (what the report reads)."""
+    return children_filter(
+        parent_run_id, f"tags.`{STAGE}` = 'replicate' and attributes.status = 'FINISHED'"
+    )
+
+
 def has_trials(client, experiment_id: str, parent_run_id: str) -> bool:  # noqa: ANN001
     """Has this sweep logged any trial yet?"""
     return bool(client.search_runs([experiment_id], children_filter(parent_run_id), max_results=1))
@@ -153,26 +166,76 @@ def metric_histories(runs: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFra
     )
 
 
+LAYER_TABLE = "layers.json"  # the trial's layer table, an MLflow table (log_table)
+
+
 def layer_tables(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each variant's layer table, from the first of its runs."""
+    """Each variant's layer table, from the first of its runs: the columns of
+    ``core.layers.LAYER_COLUMNS`` plus run_id, shapes as tuples of ints."""
     client = get_client()
-    tables = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for variant, group in runs.groupby("variant"):
-            path = client.download_artifacts(group.iloc[0]["run_id"], "layers.csv", tmp)
-            tables.append(pd.read_csv(path).assign(variant=variant))
-    return pd.concat(tables, ignore_index=True)
+    first = runs.groupby("variant", sort=True)["run_id"].first()
+    variant_of = {run_id: variant for variant, run_id in first.items()}
+    experiment_id = client.get_run(first.iloc[0]).info.experiment_id
+    try:
+        # client.load_table, not mlflow.load_table: that one searches the *active*
+        # experiment (Default unless set), never the sweep's own.
+        table = client.load_table(
+            experiment_id, LAYER_TABLE, run_ids=list(first), extra_columns=["run_id"]
+        )
+    except MlflowException:  # none of them has one (a sweep logged before layers.json)
+        table = pd.DataFrame(columns=["run_id"])
+    legacy = [  # older sweeps logged layers.csv, shapes written as "(8, 8, 1)"
+        pd.read_csv(io.StringIO(mlflow.artifacts.load_text(f"runs:/{run_id}/layers.csv"))).assign(
+            run_id=run_id
+        )
+        for run_id in first
+        if run_id not in set(table["run_id"])
+    ]
+    table = pd.concat([table, *legacy], ignore_index=True)
+    table["variant"] = table["run_id"].map(variant_of)
+    for col in ("input_shape", "output_shape"):
+        table[col] = table[col].map(_shape)
+    return table
+
+
+def _shape(value) -> tuple[int, ...]:  # noqa: ANN001 - a list (JSON), a string (CSV), a tuple
+    if isinstance(value, str):
+        value = ast.literal_eval(value)
+    return tuple(int(d) for d in value)
 
 
 def resolved_study(parent) -> dict:  # noqa: ANN001
     """The resolved study config the sweep ran with ({} for an old sweep without it)."""
-    client = get_client()
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(parent.info.run_id, "study/resolved.json", tmp)
-        except Exception:  # noqa: BLE001 - an old sweep without it still gets a report
-            return {}
-        return json.loads(Path(path).read_text())
+    get_client()  # points mlflow at the store
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{parent.info.run_id}/study/resolved.json")
+    except Exception:  # noqa: BLE001 - an old sweep without it still gets a report
+        return {}
+
+
+def compare_runs_url(parent, base_url: str = "http://127.0.0.1:5000") -> str:  # noqa: ANN001
+    """The MLflow UI's compare-runs page over the sweep's FINISHED replicate runs.
+
+    The route is the UI's own (``Routes.getCompareRunPageRoute`` in MLflow 3's bundle):
+    ``#/compare-runs?runs=[ids]&experiments=[ids]``, JSON lists (percent-encoded here; the
+    page decodes them). Its parallel-coordinates plot starts on the first three params
+    (alphabetically) that differ between the runs and the first metric they share (in
+    logging order: ``loss``); nothing in the URL can preset them, so add ``variant``,
+    ``learning_rate`` and ``test_accuracy`` in the plot's Parameters/Metrics boxes.
+    ``parallel_coordinates_url`` opens a chart preset on exactly the design choices.
+    """
+    runs = get_client().search_runs(
+        [parent.info.experiment_id], replicates_filter(parent.info.run_id), max_results=10000
+    )
+    if not runs:
+        raise LookupError(f"sweep run {parent.info.run_id} has no finished replicate run yet.")
+    runs.sort(key=lambda r: (r.data.params.get("variant", ""), r.data.params.get("seed", "")))
+    ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
+    experiments = json.dumps([parent.info.experiment_id])
+    return (
+        f"{base_url.rstrip('/')}/#/compare-runs?runs={quote(ids, safe='')}"
+        f"&experiments={quote(experiments, safe='')}"
+    )
 
 
 def experiment_name(parent) -> str:  # noqa: ANN001
