@@ -58,7 +58,7 @@ def bare_trial(study: Study, splits: Splits, nuisance: dict) -> float:
     from cnnstudy.nets.models import build_model, compile_model
 
     variant = study.variants[0]
-    settings = study.settings(nuisance)
+    settings = study.settings(nuisance, variant)
     start = time.perf_counter()
     keras.utils.set_random_seed(0)
     model = compile_model(
@@ -127,10 +127,11 @@ def throughput(study: Study, n_images: int | None = None, repeats: int = 3) -> l
     rng = np.random.default_rng(0)
     x = rng.random((n_images, *study.input_shape), dtype=np.float32)
     y = rng.integers(0, study.n_classes, n_images)
-    settings = study.settings({k: s.values[0] for k, s in study.nuisance.items()})
-    batch = settings["batch_size"]
+    first = {k: s.values[0] for k, s in study.nuisance.items()}
+    batch = study.settings(first)["batch_size"]
     rows = []
     for variant in study.variants:
+        settings = study.settings(first, variant)
         keras.utils.set_random_seed(0)
         model = build_model(variant, settings, study.input_shape, study.n_classes)
         compile_model(model, settings)

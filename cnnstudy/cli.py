@@ -80,7 +80,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.set)
     rows = []
     for v in study.variants:
-        settings = study.settings({k: s.values[0] for k, s in study.nuisance.items()})
+        settings = study.settings({k: s.values[0] for k, s in study.nuisance.items()}, v)
         rows += variant_table(v, settings, study.input_shape, study.n_classes)
     for row in rows:
         row["input_shape"] = format_shape(row["input_shape"])

@@ -8,6 +8,9 @@ from scipy import stats
 from cnnstudy.core.variants import variants
 from cnnstudy.report import stats as analysis
 
+LEVELS = ("maxpool", "avgpool", "stride")
+VARIANTS = {n: v for n, v in variants().items() if v.downsample in LEVELS}
+
 
 def make_runs(effect=None, seeds=5, noise=0.002, seed=0, **metric_effects):
     """Constructed replicate runs: accuracy 0.95 + effect[variant] + seed block + noise."""
@@ -15,7 +18,7 @@ def make_runs(effect=None, seeds=5, noise=0.002, seed=0, **metric_effects):
     effect = effect or {}
     block = rng.normal(0, 0.01, seeds)  # a shared per-seed shift: what pairing removes
     rows = []
-    for name, v in variants().items():
+    for name, v in VARIANTS.items():
         for s in range(seeds):
             row = {
                 "variant": name,
@@ -69,73 +72,24 @@ def test_holm_matches_a_worked_example():
     assert analysis.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
-def test_anova_matches_statsmodels_by_hand_sums_of_squares():
-    runs = make_runs({"same_maxpool": 0.02, "same_avgpool": 0.02, "same_stride": 0.02})
-    table = analysis.two_way_anova(runs).set_index("source")
-    # balanced design: SS(padding) = N_per_level * sum (level mean - grand mean)^2
-    grand = runs["test_accuracy"].mean()
-    ss_pad = sum(
-        len(g) * (g["test_accuracy"].mean() - grand) ** 2 for _, g in runs.groupby("padding")
-    )
-    assert table.loc["padding", "sum_sq"] == pytest.approx(ss_pad, rel=1e-6)
-    assert table.loc["padding", "p_value"] < 1e-6
-    assert table.loc["padding x downsampling", "p_value"] > 0.01
-    assert set(table.index) >= {"padding", "downsampling", "padding x downsampling", "seed (block)"}
-
-
-# ---------------------------------------------------------------- verdicts on constructed data
-
-
-def test_clear_difference_names_the_winner():
-    runs = make_runs({n: 0.02 for n in variants() if n.startswith("valid")})  # valid +2 pts
-    v = analysis.factor_comparisons(runs).set_index(["a", "b"])
-    row = v.loc[("same", "valid")]
-    assert row["verdict"] == "valid wins"
-    assert row["mean_diff"] == pytest.approx(-0.02, abs=0.003)
-    assert row["ci_high"] < 0 and row["p_adjusted"] < 0.05
-    assert row["effect_size"] < -2
-    assert v.loc[("maxpool", "stride"), "verdict"] == "no significant difference"
-
-
-def test_stride_winner_is_named_by_its_value():
-    runs = make_runs({n: 0.03 for n in variants() if n.endswith("stride")})
-    v = analysis.factor_comparisons(runs).set_index(["a", "b"])
-    assert v.loc[("maxpool", "stride"), "verdict"] == "stride wins"
-    assert v.loc[("avgpool", "stride"), "verdict"] == "stride wins"
-
-
-def test_identical_distributions_give_no_significant_difference():
-    for seed in range(5):
-        v = analysis.factor_comparisons(make_runs(seed=seed))
-        assert (v["verdict"] == "no significant difference").all()
-
-
-def test_headline_ties_indistinguishable_variants_only():
-    effect = {"same_maxpool": 0.02, "same_avgpool": 0.02}
-    head = analysis.headline(make_runs(effect, noise=0.001))
-    assert head["best"] in effect
-    assert set(head["tied"]) == set(effect) - {head["best"]}
-    assert len(head["beaten"]) == 4
-
-
 def test_claims_supported_refuted_and_inconclusive():
-    pool = {n: 0.1 for n in variants() if not n.endswith("stride")}
+    pool = {n: 0.1 for n in VARIANTS if not n.endswith("stride")}
     runs = make_runs(shift_consistency=pool, generalization_gap={k: -v for k, v in pool.items()})
-    c = analysis.claims(runs).set_index("claim")
+    c = analysis.claims(runs, 0.01).set_index("claim")
     assert c.loc["pooling gives invariance to small translations", "verdict"] == "supported"
     assert c.loc["pooling reduces overfitting", "verdict"] == "supported"
     assert c.loc["max pooling beats average pooling", "verdict"] == "inconclusive"
     assert c.loc["stride downsampling is as good as pooling", "verdict"] == "supported"  # equal acc
-    refuted = analysis.claims(make_runs({n: 0.02 for n in variants() if "avgpool" in n}))
+    refuted = analysis.claims(make_runs({n: 0.02 for n in VARIANTS if "avgpool" in n}), 0.01)
     assert (
         refuted.set_index("claim").loc["max pooling beats average pooling", "verdict"] == "refuted"
     )
-    assert len(c) == 6
+    assert len(c) == 5  # no timing pass given: the cost claim is left out
 
 
 def test_noisy_claim_stays_inconclusive():
     runs = make_runs(noise=0.05, seeds=3)
-    c = analysis.claims(runs).set_index("claim")
+    c = analysis.claims(runs, 0.01).set_index("claim")
     for claim in (
         "max pooling beats average pooling",
         "same padding keeps border information",
@@ -145,15 +99,20 @@ def test_noisy_claim_stays_inconclusive():
 
 
 def test_summary_has_the_promised_columns_and_n():
-    s = analysis.summary(make_runs(), list(variants()))
+    s = analysis.summary(make_runs(), list(VARIANTS))
     for col in ("variant", "n", "mean_test_accuracy", "std", "ci_low", "ci_high", "macs", "params"):
         assert col in s
     assert (s["n"] == 5).all() and (s["ci_low"] < s["mean_test_accuracy"]).all()
-    assert list(s["variant"].astype(str)) == list(variants())
+    assert list(s["variant"].astype(str)) == list(VARIANTS)
 
 
-def test_incomplete_seeds_are_dropped_from_pairing():
+def test_cost_claim_reads_the_interleaved_timing_pass():
     runs = make_runs()
-    runs = runs[~((runs["variant"] == "valid_stride") & (runs["seed"] == 4))]
-    v = analysis.factor_comparisons(runs)
-    assert (v["n"] == 4).all()
+    rounds = [
+        {"round": r, "variant": v, "train_images_per_second": 2000.0 + 3000 * ("stride" in v) + r}
+        for r in range(3)
+        for v in VARIANTS
+    ]
+    c = analysis.claims(runs, 0.01, pd.DataFrame(rounds)).set_index("claim")
+    assert c.loc["stride is cheaper than conv + pool", "verdict"] == "supported"
+    assert "interleaved timing" in c.loc["stride is cheaper than conv + pool", "evidence"]

@@ -58,9 +58,9 @@ def test_two_worker_sweep_logs_every_trial_once(smoke_dir):
     proc = _run(smoke_dir, "--workers", "2")
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out[-3000:]
-    assert "12/12 trials finished" in out and "ran where:" in out
+    assert "18/18 trials finished" in out and "ran where:" in out  # 2 tuning seeds
     runs, trials = _trials(smoke_dir)
-    assert len(trials) == 12 and (trials["status"] == "FINISHED").all()
+    assert len(trials) == 18 and (trials["status"] == "FINISHED").all()
     assert trials["tags.cnnstudy.trial_key"].is_unique
     assert set(trials["tags.cnnstudy.worker"]) <= {"worker0", "worker1"}
     parents = runs[runs["tags.cnnstudy.kind"] == "sweep"]
@@ -93,6 +93,6 @@ def test_dead_worker_leaves_named_missing_trials_and_a_rerun_finishes_them(smoke
     assert rerun.returncode == 0, out[-3000:]
     runs, trials = _trials(smoke_dir)
     finished = trials[trials["status"] == "FINISHED"]
-    assert len(finished) == 12 and finished["tags.cnnstudy.trial_key"].is_unique
+    assert len(finished) == 18 and finished["tags.cnnstudy.trial_key"].is_unique
     assert set(trials["status"]) <= {"FINISHED", "KILLED"}  # the dead worker's trial: KILLED
     assert len(runs[runs["tags.cnnstudy.kind"] == "sweep"]) == 1

@@ -258,7 +258,7 @@ def test_report_html_renders_every_figure(browser, tiny_sweep, shots):
             os.chdir(cwd)
     browser.get(report.as_uri())
     images = browser.find_elements(By.TAG_NAME, "img")
-    assert len(images) == 5
+    assert len(images) == 7
     broken = [
         i.get_attribute("alt")
         for i in images

@@ -114,11 +114,11 @@ def test_kill_9_mid_trial_then_resume_finishes_only_the_missing_trials(study_dir
         ("valid_maxpool", "1"),
     ]
     tune = trials[(trials["tags.cnnstudy.stage"] == "tune") & (trials["status"] == "FINISHED")]
-    assert len(tune) == 2
+    assert len(tune) == 2 * 2  # 2 variants x 2 tuning seeds
     # the interrupted attempt is KILLED, not RUNNING forever; nothing else is left open
     assert after.set_index("run_id").loc[victim, "status"] == "KILLED"
     assert (after["status"] != "RUNNING").all()
-    assert len(trials) == 6 + 1
+    assert len(trials) == 8 + 1
     # finished runs are untouched: same ids, same metrics
     for run_id, row in done_before.iterrows():
         if row["tags.cnnstudy.kind"] != "trial":
@@ -130,7 +130,7 @@ def test_kill_9_mid_trial_then_resume_finishes_only_the_missing_trials(study_dir
     tuner_after = _tuner_trials(tmp)
     for path, trial in tuner_before.items():
         assert tuner_after[path] == trial
-    assert sum(t["status"] == "COMPLETED" for t in tuner_after.values()) == 6
+    assert sum(t["status"] == "COMPLETED" for t in tuner_after.values()) == 4 + 4  # tune + rep
 
 
 def test_two_sweeps_at_once_into_one_store(study_dir):
@@ -174,7 +174,7 @@ def test_two_sweeps_at_once_into_one_store(study_dir):
     for name in ("smoke", "other"):
         runs = _runs(tmp, name)
         assert (runs["status"] == "FINISHED").all()
-        assert len(runs) == 1 + 2 + 4  # parent + tuning + replicate
+        assert len(runs) == 1 + 2 * 2 + 4  # parent + tuning (2 tuning seeds) + replicate
     assert lock
 
 
@@ -193,7 +193,7 @@ def test_nan_trials_are_listed_in_the_report_and_excluded(isolated_store):
     assert main(["report", "experiments/smoke.toml"]) == 0
     md = (isolated_store / "results/smoke/report.md").read_text()
     assert "## Failed trials (excluded from every statistic)" in md
-    assert md.count("nan loss") == 2  # one diverged tuning point per variant
+    assert md.count("nan loss") == 4  # one diverged tuning point per variant and tuning seed
     summary = pd.read_csv(isolated_store / "results/smoke/summary.csv")
     assert (summary["n"] == 2).all()
     # the sweep run's description in MLflow is now the report's headline

@@ -10,9 +10,14 @@ from cnnstudy.cli import main
 from tests.test_report_render import assert_well_nested
 
 SECTIONS = (
+    "Primary analysis (stated before the results)",
     "Headline",
     "Verdict per design factor",
     "Two-way ANOVA",
+    "Sensitivity: paired t-tests",
+    "Budget robustness",
+    "Tuning",
+    "Timing (interleaved pass)",
     "Claims scorecard",
     "Figures",
     "Per-variant summary",
@@ -44,9 +49,13 @@ def test_report_files_exist(report):
         "verdicts.csv",
         "claims.csv",
         "runs.csv",
+        "tuning.csv",
+        "budgets.csv",
+        "timing.csv",
+        "sensitivity.csv",
     ):
         assert (out / name).stat().st_size > 0, name
-    assert len(list((out / "figures").glob("*.png"))) == 5
+    assert len(list((out / "figures").glob("*.png"))) == 7
 
 
 def test_report_has_every_section_in_both_formats(report):
@@ -55,7 +64,7 @@ def test_report_has_every_section_in_both_formats(report):
     for section in SECTIONS:
         assert f"## {section}" in md, section
         assert section in page
-    assert page.count("data:image/png;base64,") == 5  # self-contained
+    assert page.count("data:image/png;base64,") == 7  # self-contained
     assert "figures/mean_ci.png" in md
     assert "MISMATCH" not in md and "| ok |" in md  # the shape table checks out
 
@@ -88,19 +97,15 @@ def test_summary_numbers_match_mlflow(report):
 def test_verdicts_and_claims_have_the_promised_columns(report):
     out, _ = report
     v = pd.read_csv(out / "verdicts.csv")
-    assert list(v.columns) == [
-        "factor",
-        "a",
-        "b",
-        "n",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "p_adjusted",
-        "effect_size",
+    assert list(v.columns)[:15] == [
+        "factor", "a", "b", "n_seeds", "mean_diff", "ci_low", "ci_high", "p_adjusted",
+        "margin", "equiv_ci_low", "equiv_ci_high", "p_equivalence", "mde", "seeds_needed",
         "verdict",
-    ]
+    ]  # fmt: skip
+    allowed = {"equivalent", "inconclusive"} | {f"{x} wins" for x in set(v["a"]) | set(v["b"])}
+    assert set(v["verdict"]) <= allowed
+    s = pd.read_csv(out / "summary.csv")
+    assert s["p_best"].sum() == pytest.approx(1.0)
     assert set(v["factor"]) == {"padding", "downsampling"}
     c = pd.read_csv(out / "claims.csv")
     assert {"claim", "metric", "evidence", "verdict"} <= set(c.columns)
@@ -123,3 +128,23 @@ def test_tuned_value_on_the_grid_edge_is_flagged():
     (text,) = _tuning_caveats(runs, spec)
     assert "a, c" in text and "b" not in text.split("of ")[1].split(" is")[0]
     assert _tuning_caveats(runs.iloc[[1]], spec) == []
+
+
+def test_tuning_csv_has_tune_seeds_rows_per_grid_point(report):
+    out, runs = report
+    tuning = pd.read_csv(out / "tuning.csv")
+    assert {"variant", "learning_rate", "tune_seed", "val_accuracy"} <= set(tuning.columns)
+    per_point = tuning.groupby(["variant", "learning_rate"])["tune_seed"].nunique()
+    assert (per_point == 2).all()  # tune_seeds = 2 (the default)
+    assert set(tuning["tune_seed"]) == {1000, 1001}  # distinct from replicate seeds 0, 1
+    rep = runs[runs["tags.cnnstudy.stage"] == "replicate"]
+    assert not set(tuning["tune_seed"]) & set(rep["params.seed"].astype(int))
+
+
+def test_budgets_and_timing_are_written(report):
+    out, _ = report
+    budgets = pd.read_csv(out / "budgets.csv")
+    assert {"25% of epochs", "50% of epochs", "100% of epochs"} <= set(budgets["budget"])
+    timing = pd.read_csv(out / "timing.csv")
+    assert set(timing.columns) >= {"round", "variant", "train_images_per_second"}
+    assert timing.groupby("variant").size().min() >= 1

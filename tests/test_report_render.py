@@ -93,12 +93,15 @@ def _context(**extra) -> dict:
         "factor": "padding",
         "a": "same",
         "b": "valid",
-        "verdict": "no significant difference",
+        "verdict": "inconclusive",
         "mean_diff": 0.01,
         "ci_low": -0.02,
         "ci_high": 0.04,
         "p_adjusted": 0.5,
-        "effect_size": 0.3,
+        "equiv_ci_low": -0.015,
+        "equiv_ci_high": 0.035,
+        "mde": 0.03,
+        "seeds_needed": 12,
     }
     return {
         "study": "my_study",
@@ -108,20 +111,42 @@ def _context(**extra) -> dict:
         "n_train": 100,
         "n_variants": 4,
         "n_seeds": 2,
-        "head": {"best": "same_maxpool", "best_mean": 0.9, "tied": [], "beaten": ["x_y"]},
+        "head": {
+            "best": "same_maxpool",
+            "best_mean": 0.9,
+            "p_best": 0.8,
+            "tied": [],
+            "beaten": ["x_y"],
+        },
+        "margin_pts": 0.5,
+        "df_resid": 10,
+        "formula": "test_accuracy ~ C(padding) * C(downsample) + C(seed)",
+        "sensitivity_table": frame,
+        "edge": ["same_stride"],
+        "tuning_table": frame,
+        "timing_table": None,
+        "winners": {"25% of epochs": "same_maxpool", "100% of epochs": "same_stride"},
+        "winner_changes": True,
+        "rising": [],
+        "flags_table": frame,
+        "rising_threshold_pts": 0.5,
+        "budget_table": frame,
+        "levels": {"maxpool": "2x2 max pool"},
+        "match": "none",
         "verdicts": [verdict],
         "verdict_table": frame,
         "anova_table": None,
         "claims_table": frame,
-        "equivalence_pts": 1.0,
-        "figs": {k: f"figures/{k}.png" for k in ("mean_ci", "curves", "cost", "probes")}
-        | {"paired": None},
+        "figs": {
+            k: f"figures/{k}.png"
+            for k in ("mean_ci", "contrasts", "curves", "budgets", "cost", "probes")
+        }
+        | {"tuning": None},
         "summary_table": frame,
         "layer_table": frame,
         "references": frame,
         "other_references": ["a note"],
         "failed_table": frame,
-        "stride_mode": "last_conv",
         "fixed": {"epochs": 1, "probe_shift": 3, "probe_seed": 0, "dense_units": [64]},
         "caveats": ["**Tuning at the edge:** widen it."],
         "prov": {
@@ -141,7 +166,7 @@ def test_the_template_renders_every_section_and_the_mlflow_link():
         assert f"\n## {heading}" in md, heading
     assert "Not enough levels or seeds for the ANOVA." in md
     assert "[Open the replicate runs in MLflow](<http://127.0.0.1:5000/" in md
-    assert md.count("](figures/") == 4 and "\n\n\n" not in md
+    assert md.count("](figures/") == 6 and "\n\n\n" not in md  # tuning: None
     page = to_html(md, "t")
     assert_well_nested(page)
     assert "Open the replicate runs in MLflow</a>" in page

@@ -9,10 +9,10 @@ from cnnstudy.core.study import load_defaults
 from cnnstudy.core.variants import PADDINGS, downsamples, plan, variants
 from cnnstudy.nets.shapes import formula_table, mismatches, variant_table
 
-BASE = {**load_defaults()["fixed"], "stride_mode": "last_conv", "learning_rate": 1e-3}
+BASE = {**load_defaults()["fixed"], "head": "flatten", "learning_rate": 1e-3}
 SETTINGS = {
     "default": BASE,
-    "all_cnn": {**BASE, "stride_mode": "extra_conv"},
+    "gap": {**BASE, "head": "gap"},
     "deep": {
         **BASE,
         "conv_per_stage": 2,
@@ -84,10 +84,82 @@ def test_stride_variant_replaces_pool_and_shrinks_like_it():
     assert stride[0]["macs"] * 4 == same["s1_conv1"]["macs"]
 
 
-def test_extra_conv_mode_adds_one_strided_conv_per_stage():
-    rows = shape_rows(plan(variants()["valid_stride"], SETTINGS["all_cnn"], 10), (32, 32, 3))
+def test_allconv_adds_one_strided_conv_per_stage():
+    rows = shape_rows(plan(variants()["valid_allconv"], BASE, 10), (32, 32, 3))
     downs = [r for r in rows if r["layer"].endswith("_down")]
-    assert len(downs) == 2 and all(r["stride"] == 2 for r in downs)
+    assert len(downs) == 2 and all(r["stride"] == 2 and r["kernel"] == 3 for r in downs)
+    assert not any(r["kind"] in ("maxpool", "avgpool") for r in rows)
+
+
+def test_convpool_is_maxpool_plus_one_stride_1_conv_per_stage():
+    pooled = shape_rows(plan(variants()["same_maxpool"], BASE, 10), (28, 28, 1))
+    rows = shape_rows(plan(variants()["same_convpool"], BASE, 10), (28, 28, 1))
+    extra = [r for r in rows if r["layer"].endswith("_extra")]
+    assert len(extra) == 2 and all(r["stride"] == 1 for r in extra)
+    assert [r["output_shape"] for r in rows if r["kind"] == "maxpool"] == [
+        r["output_shape"] for r in pooled if r["kind"] == "maxpool"
+    ]
+
+
+@pytest.mark.parametrize("size", [7, 8, 27, 28, 29])
+def test_blurpool_halves_the_map_as_maxpool_does(size):
+    """max pool at stride 1 (W-1), then the blur at stride 2 (ceil): floor(W/2), as max pool."""
+    for padding in PADDINGS:
+        blur = shape_rows(plan(variants()[f"{padding}_blurpool"], BASE, 10), (size, size, 1))
+        pool = shape_rows(plan(variants()[f"{padding}_maxpool"], BASE, 10), (size, size, 1))
+        assert [r["output_shape"] for r in blur if r["kind"] == "blur"] == [
+            r["output_shape"] for r in pool if r["kind"] == "maxpool"
+        ]
+
+
+@pytest.mark.parametrize("level", list(downsamples()))
+def test_gap_head_is_the_same_size_for_both_paddings(level):
+    heads = {}
+    for padding in PADDINGS:
+        rows = shape_rows(plan(variants()[f"{padding}_{level}"], SETTINGS["gap"], 10), (28, 28, 1))
+        heads[padding] = [(r["layer"], r["params"]) for r in rows if r["kind"] == "dense"]
+    assert heads["same"] == heads["valid"]
+    flat = {
+        p: sum(
+            r["params"]
+            for r in shape_rows(plan(variants()[f"{p}_maxpool"], BASE, 10), (28, 28, 1))
+            if r["kind"] == "dense"
+        )
+        for p in PADDINGS
+    }
+    assert flat["same"] > flat["valid"]  # the flatten head is what `valid` shrinks
+
+
+def test_pools_and_blur_count_their_macs():
+    rows = {
+        r["layer"]: r for r in shape_rows(plan(variants()["same_blurpool"], BASE, 10), (28, 28, 1))
+    }
+    assert rows["s1_maxpool"]["macs"] == 27 * 27 * 16 * 2 * 2
+    assert rows["s1_blur"]["macs"] == 14 * 14 * 16 * 3 * 3
+    assert rows["s1_blur"]["params"] == 3 * 3 * 16
+
+
+def test_blur_is_fixed_sums_to_one_and_does_not_train():
+    import keras
+    import numpy as np
+
+    from cnnstudy.nets.models import build_model, compile_model
+
+    model = compile_model(
+        build_model(variants()["same_blurpool"], SETTINGS["gap"], (12, 12, 1), 3), SETTINGS["gap"]
+    )
+    blur = model.get_layer("s1_blur")
+    before = blur.get_weights()[0].copy()
+    assert np.allclose(before.sum(axis=(0, 1)), 1.0)
+    assert np.allclose(before[:, :, 0, 0], np.outer([1, 2, 1], [1, 2, 1]) / 16)
+    assert blur.trainable_weights == []
+    x = np.random.default_rng(0).random((64, 12, 12, 1), dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, 3, 64)
+    keras.utils.set_random_seed(0)
+    conv_before = model.get_layer("s1_conv1").get_weights()[0].copy()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert np.array_equal(blur.get_weights()[0], before)
+    assert not np.array_equal(model.get_layer("s1_conv1").get_weights()[0], conv_before)
 
 
 def test_a_new_level_is_one_registry_entry(monkeypatch):

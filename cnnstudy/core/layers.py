@@ -74,6 +74,17 @@ def _none(*_: Any) -> int:
     return 0
 
 
+def _window_ops(s: LayerSpec, i: Shape, o: Shape) -> int:
+    """A pool or a depthwise filter: one multiply (or compare) per window element per
+    output value, counted as a MAC so that downsampling layers are not free."""
+    return max(o[0], 0) * max(o[1], 0) * o[2] * s.kernel * s.kernel
+
+
+def _blur_out(spec: LayerSpec, i: Shape) -> Shape:
+    h, w = (output_size(x, spec.kernel, spec.stride, "same") for x in i[:2])
+    return (h, w, i[2])
+
+
 KINDS: dict[str, Kind] = {
     "conv": Kind(
         _conv_out,
@@ -81,8 +92,11 @@ KINDS: dict[str, Kind] = {
         lambda s, i, o: max(o[0], 0) * max(o[1], 0) * o[2] * s.kernel * s.kernel * i[2],
         spatial=True,
     ),
-    "maxpool": Kind(_pool_out, _none, _none, spatial=True),
-    "avgpool": Kind(_pool_out, _none, _none, spatial=True),
+    "maxpool": Kind(_pool_out, _none, _window_ops, spatial=True),
+    "avgpool": Kind(_pool_out, _none, _window_ops, spatial=True),
+    # a fixed (untrained) depthwise low-pass filter: Zhang 2019's BlurPool, zero-padded
+    "blur": Kind(_blur_out, lambda s, i: s.kernel * s.kernel * i[2], _window_ops, spatial=True),
+    "gap": Kind(lambda s, i: (i[2],), _none, lambda s, i, o: i[0] * i[1] * i[2], spatial=False),
     "flatten": Kind(lambda s, i: (math.prod(i),), _none, _none, spatial=False),
     "dense": Kind(
         lambda s, i: (s.units,),
@@ -115,7 +129,7 @@ def layer_row(spec: LayerSpec, in_shape: Shape, out_shape: Shape, params: int) -
         "kind": spec.kind,
         "kernel": spec.kernel or "",
         "stride": spec.stride if spatial else "",
-        "padding": spec.padding if spec.kind == "conv" else "",
+        "padding": spec.padding if spec.kind in ("conv", "blur") else "",
         "input_shape": tuple(in_shape),
         "output_shape": tuple(out_shape),
         "params": int(params),
@@ -153,8 +167,13 @@ def check_row(row: dict[str, Any]) -> bool:
         return (
             o[:2] == tuple(conv_output_size(w, int(f), 0, int(s)) for w in i[:2]) and o[2] == i[2]
         )
+    if kind == "blur":  # `same`, depthwise, no bias
+        sizes_ok = o[:2] == tuple(math.ceil(w / int(s)) for w in i[:2])
+        return sizes_ok and o[2] == i[2] and row["params"] == int(f) * int(f) * i[2]
     if kind == "dense":
         return row["params"] == i[0] * o[0] + o[0]
     if kind == "flatten":
         return o[0] == math.prod(i)
+    if kind == "gap":
+        return o == (i[2],) and row["params"] == 0
     return True

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,13 +35,22 @@ from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticUndefined, core_schema
 
 from cnnstudy.core import datasets
+from cnnstudy.core.matching import MODES as MATCH_MODES
+from cnnstudy.core.matching import TOLERANCE, matched_widths
 from cnnstudy.core.variants import PADDINGS, Variant, downsamples, select, unbuildable
-
-STRIDE_MODES: tuple[str, ...] = ("last_conv", "extra_conv")
 
 SECTIONS = ("study", "scientific", "nuisance", "fixed")
 OPTIMIZERS = ("adam", "sgd", "adamw")
 SAMPLINGS = ("log", "linear")
+SCHEDULES = ("constant", "cosine")
+HEADS = ("gap", "flatten")
+PRECISIONS = ("float32", "mixed_bfloat16")
+REMOVED = {
+    ("scientific", "stride_mode"): "stride_mode was removed: each stride flavour is now a "
+    "downsampling level of its own. Use [scientific] downsamplings with 'stride' (the "
+    "stage's last conv gets stride 2, was last_conv) and/or 'allconv' (an extra stride-2 "
+    "conv in place of the pool, was extra_conv); 'convpool' and 'blurpool' are there too.",
+}
 
 
 class StudyError(ValueError):
@@ -224,6 +233,9 @@ class StudySection(_Model):
     budget: int = _field("study", "budget", ge=1)
     data_path: str = _field("study", "data_path")
     limit: int = _field("study", "limit", ge=0)
+    tune_seeds: int = _field("study", "tune_seeds", ge=2)
+    margin: float = _field("study", "margin", gt=0, lt=1)
+    match: Literal[MATCH_MODES] = _field("study", "match")  # type: ignore[valid-type]
 
 
 class ScientificSection(_Model):
@@ -231,7 +243,6 @@ class ScientificSection(_Model):
 
     paddings: list[Padding] = _field("scientific", "paddings", min_length=1)
     downsamplings: list[Level] = _field("scientific", "downsamplings", min_length=1)
-    stride_mode: Literal[STRIDE_MODES] = _field("scientific", "stride_mode")  # type: ignore[valid-type]
 
 
 class Range(_Model):
@@ -325,6 +336,9 @@ class FixedSection(_Model):
     epochs: int = _field("fixed", "epochs", ge=1)
     batch_size: int = _field("fixed", "batch_size", ge=1)
     optimizer: Literal[OPTIMIZERS] = _field("fixed", "optimizer")  # type: ignore[valid-type]
+    schedule: Literal[SCHEDULES] = _field("fixed", "schedule")  # type: ignore[valid-type]
+    head: Literal[HEADS] = _field("fixed", "head")  # type: ignore[valid-type]
+    precision: Literal[PRECISIONS] = _field("fixed", "precision")  # type: ignore[valid-type]
     conv_per_stage: int = _field("fixed", "conv_per_stage", ge=1)
     stage_widths: list[Width] = _field("fixed", "stage_widths", min_length=1)
     kernel_size: int = _field("fixed", "kernel_size", ge=1)
@@ -338,6 +352,7 @@ class FixedSection(_Model):
     tune_seed: int = _field("fixed", "tune_seed", ge=0)
     probe_shift: int = _field("fixed", "probe_shift", ge=0)
     probe_seed: int = _field("fixed", "probe_seed", ge=0)
+    timing_repeats: int = _field("fixed", "timing_repeats", ge=0)
 
     @classmethod
     def _rules(cls, data: dict[str, Any], failed: set[str]) -> list[Rule]:
@@ -481,6 +496,8 @@ def _explain(e: dict[str, Any], user: dict[str, Any]) -> str:
 
     if kind == "study_rule":
         why = ctx["message"]
+    elif kind == "extra_forbidden" and (section, key) in REMOVED:
+        why = REMOVED[(section, key)]
     elif kind == "extra_forbidden":
         name = str(rest[-1]) if rest else key
         allowed = list(Range.model_fields) if rest else list(model.model_fields) if model else []
@@ -550,10 +567,13 @@ class Study:
     limit: int
     paddings: tuple[str, ...]
     downsamplings: tuple[str, ...]
-    stride_mode: str
     nuisance: dict[str, NuisanceSpec]
     fixed: dict[str, Any]
     resolved: dict[str, Any] = field(repr=False)
+    tune_seeds: int = 2
+    margin: float = 0.005
+    match: str = "none"
+    widths: dict[str, list[int]] = field(default_factory=dict)  # per variant, after matching
 
     @property
     def variants(self) -> list[Variant]:
@@ -577,17 +597,29 @@ class Study:
         blob = json.dumps(self.resolved, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-    def settings(self, nuisance_values: dict[str, Any]) -> dict[str, Any]:
-        """Fixed settings plus one point of the nuisance space: what a trial trains with."""
-        return {**self.fixed, "stride_mode": self.stride_mode, **nuisance_values}
+    def settings(
+        self, nuisance_values: dict[str, Any], variant: Variant | None = None
+    ) -> dict[str, Any]:
+        """Fixed settings plus one point of the nuisance space: what a trial trains with.
+        With [study] match, a variant's stage widths are its matched ones."""
+        out = {**self.fixed, **nuisance_values}
+        if variant is not None and variant.name in self.widths:
+            out["stage_widths"] = list(self.widths[variant.name])
+        return out
+
+    @property
+    def tune_seed_list(self) -> list[int]:
+        """The tuning seeds: tune_seed, tune_seed + 1, ... (never a replicate seed)."""
+        base = self.fixed["tune_seed"]
+        return list(range(base, base + self.tune_seeds))
 
     def n_tuning_points(self) -> int:
         return math.prod(len(s.values) for s in self.nuisance.values())
 
     @property
     def n_trials(self) -> int:
-        """Tuning points plus seeds, for every variant: the sweep's size."""
-        return len(self.variants) * (self.n_tuning_points() + self.seeds)
+        """Tuning points x tuning seeds, plus seeds, for every variant: the sweep's size."""
+        return len(self.variants) * (self.n_tuning_points() * self.tune_seeds + self.seeds)
 
 
 # ---------------------------------------------------------------- loading
@@ -659,10 +691,12 @@ def build_study(user: dict[str, Any], source: str) -> Study:
         limit=s.limit,
         paddings=tuple(sci.paddings),
         downsamplings=tuple(sci.downsamplings),
-        stride_mode=sci.stride_mode,
         nuisance=_nuisance_specs(model.nuisance, s.budget),
         fixed=resolved["fixed"],
         resolved=resolved,
+        tune_seeds=s.tune_seeds,
+        margin=s.margin,
+        match=s.match,
     )
     if not study.variants:
         raise StudyError(f"{source}: [scientific] selects no registered variant.")
@@ -674,7 +708,27 @@ def build_study(user: dict[str, Any], source: str) -> Study:
     ]
     if problems:
         raise StudyError("\n".join(problems))
-    return study
+    return _with_matched_widths(study, source)
+
+
+def _with_matched_widths(study: Study, source: str) -> Study:
+    """[study] match: each variant's widths scaled to cost what the first variant costs."""
+    if study.match == "none":
+        return study
+    matched = matched_widths(
+        study.variants, study.settings({}), study.input_shape, study.n_classes, study.match
+    )
+    problems = [
+        f"{source}: [study] match = '{study.match}': variant {name} cannot be matched within "
+        f"+-{TOLERANCE:.0%} by scaling its stage widths (best: {widths}, off by {error:+.1%}). "
+        "Change stage_widths or drop the variant from [scientific]."
+        for name, (widths, error) in matched.items()
+        if abs(error) > TOLERANCE
+    ]
+    if problems:
+        raise StudyError("\n".join(problems))
+    widths = {name: w for name, (w, _) in matched.items()}
+    return replace(study, widths=widths)
 
 
 def _nuisance_specs(nuisance: NuisanceSection, budget: int) -> dict[str, NuisanceSpec]:

@@ -31,10 +31,11 @@ class Stage:
     padding: str
     settings: dict[str, Any]
 
-    def conv(self, c: int, stride: int = 1, name: str | None = None) -> LayerSpec:
-        return LayerSpec(
-            name or f"s{self.index}_conv{c}", "conv", self.width, self.kernel, stride, self.padding
-        )
+    def conv(
+        self, c: int, stride: int = 1, name: str | None = None, kernel: int | None = None
+    ) -> LayerSpec:
+        name = name or f"s{self.index}_conv{c}"
+        return LayerSpec(name, "conv", self.width, kernel or self.kernel, stride, self.padding)
 
     def convs_then(self, *, last_stride: int = 1) -> list[LayerSpec]:
         """The stage's N convs, the last one with ``last_stride``."""
@@ -69,25 +70,46 @@ def register_level(name: str, summary: str) -> Callable[[StageBuilder], StageBui
 
 
 # ---------------------------------------------------------------- the levels
+# Springenberg et al. 2014 (All-CNN) name three of them: the base model with max pooling,
+# "Strided-CNN" (stride), "All-CNN" (allconv) and "ConvPool-CNN" (convpool); Zhang 2019
+# adds anti-aliased max pooling (blurpool).
 
 
-def _pool(kind: str) -> StageBuilder:
-    def build(stage: Stage) -> list[LayerSpec]:
-        pool = LayerSpec(f"s{stage.index}_{kind}", kind, 0, POOL_SIZE, POOL_SIZE, activation=None)
-        return [*stage.convs_then(), pool]
-
-    return build
+def _pool(stage: Stage, kind: str, stride: int = POOL_SIZE) -> LayerSpec:
+    name = f"s{stage.index}_{kind}"
+    return LayerSpec(name, kind, 0, POOL_SIZE, stride, activation=None)
 
 
-register_level("maxpool", "2x2 max pool, stride 2, after the convs")(_pool("maxpool"))
-register_level("avgpool", "2x2 average pool, stride 2, after the convs")(_pool("avgpool"))
+@register_level("maxpool", "2x2 max pool, stride 2, after the convs")
+def _maxpool(stage: Stage) -> list[LayerSpec]:
+    return [*stage.convs_then(), _pool(stage, "maxpool")]
 
 
-@register_level("stride", "no pool: a stride-2 conv downsamples (see [scientific] stride_mode)")
+@register_level("avgpool", "2x2 average pool, stride 2, after the convs")
+def _avgpool(stage: Stage) -> list[LayerSpec]:
+    return [*stage.convs_then(), _pool(stage, "avgpool")]
+
+
+@register_level("stride", "no pool: the stage's last conv gets stride 2 (Strided-CNN)")
 def _stride(stage: Stage) -> list[LayerSpec]:
-    if stage.settings.get("stride_mode", "last_conv") == "extra_conv":  # All-CNN
-        return [*stage.convs_then(), stage.conv(0, 2, name=f"s{stage.index}_down")]
-    return stage.convs_then(last_stride=2)  # All-CNN's Strided-CNN
+    return stage.convs_then(last_stride=2)
+
+
+@register_level("allconv", "an extra 3x3 stride-2 conv in place of the pool (All-CNN)")
+def _allconv(stage: Stage) -> list[LayerSpec]:
+    return [*stage.convs_then(), stage.conv(0, 2, name=f"s{stage.index}_down", kernel=3)]
+
+
+@register_level("convpool", "an extra 3x3 stride-1 conv, then the max pool (ConvPool-CNN)")
+def _convpool(stage: Stage) -> list[LayerSpec]:
+    extra = stage.conv(0, 1, name=f"s{stage.index}_extra", kernel=3)
+    return [*stage.convs_then(), extra, _pool(stage, "maxpool")]
+
+
+@register_level("blurpool", "2x2 max pool at stride 1, then a fixed 3x3 binomial blur, stride 2")
+def _blurpool(stage: Stage) -> list[LayerSpec]:
+    blur = LayerSpec(f"s{stage.index}_blur", "blur", 0, 3, 2, "same", activation=None)
+    return [*stage.convs_then(), _pool(stage, "maxpool", stride=1), blur]
 
 
 # ---------------------------------------------------------------- variants
@@ -141,7 +163,9 @@ def plan(variant: Variant, settings: dict[str, Any], n_classes: int) -> list[Lay
             s, width, settings["conv_per_stage"], settings["kernel_size"], variant.padding, settings
         )
         layers += variant.level.build_stage(stage)
-    layers.append(LayerSpec("flatten", "flatten", activation=None))
+    # gap: the head has the same size whatever the padding; flatten: the textbook FC head
+    head = settings.get("head", "flatten")
+    layers.append(LayerSpec(head, head, activation=None))
     for i, units in enumerate(settings["dense_units"], start=1):
         layers.append(LayerSpec(f"fc{i}", "dense", units))
         if settings.get("dropout", 0) > 0:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 
 from cnnstudy.core.layers import LayerSpec
 from cnnstudy.core.variants import Variant, plan
@@ -18,10 +20,38 @@ LAYERS: dict[str, LayerFactory] = {
     ),
     "maxpool": lambda s, _: keras.layers.MaxPooling2D(s.kernel, strides=s.stride, name=s.name),
     "avgpool": lambda s, _: keras.layers.AveragePooling2D(s.kernel, strides=s.stride, name=s.name),
+    "blur": lambda s, _: blur_layer(s),
+    "gap": lambda s, _: keras.layers.GlobalAveragePooling2D(name=s.name),
     "flatten": lambda s, _: keras.layers.Flatten(name=s.name),
     "dense": lambda s, _: keras.layers.Dense(s.units, activation=s.activation, name=s.name),
     "dropout": lambda s, settings: keras.layers.Dropout(settings["dropout"], name=s.name),
 }
+
+
+def binomial_kernel(size: int) -> np.ndarray:
+    """The size x size binomial low-pass filter (outer product of Pascal's row), sum 1."""
+    row = np.array([float(math.comb(size - 1, k)) for k in range(size)])
+    kernel = np.outer(row, row)
+    return kernel / kernel.sum()
+
+
+def blur_layer(spec: LayerSpec) -> keras.layers.Layer:
+    """Zhang 2019's BlurPool filter: the same fixed binomial blur on every channel, strided.
+    Its weights are set at build time and never trained."""
+    kernel = binomial_kernel(spec.kernel)
+
+    def init(shape, dtype=None):  # noqa: ANN001, ANN202 - (k, k, channels, 1)
+        return keras.ops.cast(np.broadcast_to(kernel[:, :, None, None], shape), dtype)
+
+    return keras.layers.DepthwiseConv2D(
+        spec.kernel,
+        strides=spec.stride,
+        padding=spec.padding,
+        use_bias=False,
+        depthwise_initializer=init,
+        trainable=False,
+        name=spec.name,
+    )
 
 
 def build_model(
@@ -42,14 +72,28 @@ OPTIMIZERS: dict[str, Callable[[float, float | None], keras.optimizers.Optimizer
 }
 
 
-def make_optimizer(settings: dict[str, Any]) -> keras.optimizers.Optimizer:
+def learning_rate(settings: dict[str, Any], steps_per_epoch: int) -> Any:
+    """The study's learning rate: constant, or cosine decay to 0 over the whole run."""
+    lr = settings["learning_rate"]
+    if settings.get("schedule", "constant") == "cosine":
+        total = max(1, steps_per_epoch * settings["epochs"])
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
+    return lr
+
+
+def make_optimizer(
+    settings: dict[str, Any], steps_per_epoch: int = 1
+) -> keras.optimizers.Optimizer:
     wd = settings.get("weight_decay", 0.0) or None
-    return OPTIMIZERS[settings["optimizer"]](settings["learning_rate"], wd)
+    return OPTIMIZERS[settings["optimizer"]](learning_rate(settings, steps_per_epoch), wd)
 
 
-def compile_model(model: keras.Model, settings: dict[str, Any]) -> keras.Model:
+def compile_model(
+    model: keras.Model, settings: dict[str, Any], steps_per_epoch: int = 1
+) -> keras.Model:
+    """Compile for training; ``steps_per_epoch`` sizes a cosine schedule (if the study has one)."""
     model.compile(
-        optimizer=make_optimizer(settings),
+        optimizer=make_optimizer(settings, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

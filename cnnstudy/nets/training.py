@@ -105,9 +105,11 @@ def epoch_order_at(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 class _EpochEnd(keras.callbacks.Callback):
-    def __init__(self, result: FitResult, hook: EpochHook | None, batches: SeededBatches):
+    def __init__(
+        self, result: FitResult, hook: EpochHook | None, batches: SeededBatches, clock: _TrainClock
+    ):
         super().__init__()
-        self.result, self.hook, self.batches = result, hook, batches
+        self.result, self.hook, self.batches, self.clock = result, hook, batches, clock
 
     def on_epoch_begin(self, epoch, logs=None):  # noqa: ANN001, ANN201
         self.batches.set_epoch(epoch)
@@ -120,6 +122,8 @@ class _EpochEnd(keras.callbacks.Callback):
             return
         for m, v in values.items():
             self.result.history[m].append(v)
+        if self.clock.seconds:  # training time of this epoch (the budget report's clock)
+            values["epoch_seconds"] = self.clock.seconds[-1]
         if self.hook is not None:
             self.hook(epoch, values)
 
@@ -145,7 +149,11 @@ def fit(
         validation_data=(splits.x_val, splits.y_val),
         validation_batch_size=256,
         shuffle=False,  # the order is ours (SeededBatches), not Keras's
-        callbacks=[keras.callbacks.TerminateOnNaN(), clock, _EpochEnd(result, on_epoch, batches)],
+        callbacks=[
+            keras.callbacks.TerminateOnNaN(),
+            clock,
+            _EpochEnd(result, on_epoch, batches, clock),
+        ],
         verbose=0,
     )
     if result.diverged_at is None and len(result.history["loss"]) < epochs:

@@ -21,10 +21,19 @@ from markdown_it.token import Token
 from markupsafe import Markup
 
 from cnnstudy.core.layers import LAYER_COLUMNS, check_row
-from cnnstudy.core.variants import colour_order
+from cnnstudy.core.variants import colour_order, variants
+from cnnstudy.report import budgets as budget_analysis
 from cnnstudy.report import figures as plots
+from cnnstudy.report import primary
 from cnnstudy.report import stats as analysis
-from cnnstudy.tracking import compare_runs_url, export_runs, log_report, set_note, trial_runs
+from cnnstudy.tracking import (
+    compare_runs_url,
+    export_runs,
+    log_report,
+    parent_table,
+    set_note,
+    trial_runs,
+)
 from cnnstudy.tracking.queries import (
     experiment_name,
     layer_tables,
@@ -32,7 +41,8 @@ from cnnstudy.tracking.queries import (
     resolved_study,
 )
 
-CURVE_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+CURVE_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+TIMING_TABLE = "timing/timing.json"  # logged by run.lifecycle's timing pass
 REFERENCES = pd.DataFrame(
     [
         ("All-CNN-A, CIFAR-10, no augmentation", "test error 12.47%", "13.46%", "10.30%"),
@@ -66,6 +76,8 @@ class ReportData:
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
     layers: pd.DataFrame = field(default_factory=pd.DataFrame)
     resolved: dict = field(default_factory=dict)
+    tuning: pd.DataFrame = field(default_factory=pd.DataFrame)  # finished tuning trials
+    timing: pd.DataFrame = field(default_factory=pd.DataFrame)  # the interleaved timing pass
 
 
 def collect(parent) -> ReportData:  # noqa: ANN001
@@ -85,6 +97,10 @@ def collect(parent) -> ReportData:  # noqa: ANN001
         curves=metric_histories(runs, CURVE_METRICS),
         layers=layer_tables(runs),
         resolved=resolved_study(parent),
+        tuning=all_trials[
+            (all_trials["stage"] == "tune") & (all_trials["status"] == "FINISHED")
+        ].reset_index(drop=True),
+        timing=parent_table(parent, TIMING_TABLE),
     )
 
 
@@ -205,20 +221,27 @@ def _embed_images(tokens: list[Token], base: Path) -> None:
 
 
 def _fmt_verdicts(v: pd.DataFrame) -> pd.DataFrame:
+    def pts(x: float) -> str:
+        return f"{x * 100:+.2f}"
+
     return pd.DataFrame(
         {
             "factor": v["factor"],
             "a": v["a"],
             "b": v["b"],
-            "n seeds": v["n"],
-            "mean a-b (pts)": v["mean_diff"].map(lambda x: f"{x * 100:+.2f}"),
-            "95% CI (pts)": [
-                f"[{lo * 100:+.2f}, {hi * 100:+.2f}]"
-                for lo, hi in zip(v["ci_low"], v["ci_high"], strict=True)
+            "n seeds": v["n_seeds"],
+            "a-b (pts)": v["mean_diff"].map(pts),
+            "95% CI": [
+                f"[{pts(lo)}, {pts(hi)}]" for lo, hi in zip(v["ci_low"], v["ci_high"], strict=True)
             ],
-            "p": v["p_value"].map(lambda x: f"{x:.3g}"),
-            "p (Holm)": v["p_adjusted"].map(lambda x: f"{x:.3g}"),
-            "Cohen's d_z": v["effect_size"].map(lambda x: f"{x:.2f}"),
+            "p (Holm)": v["p_adjusted"].map(_g3),
+            "90% CI (TOST)": [
+                f"[{pts(lo)}, {pts(hi)}]"
+                for lo, hi in zip(v["equiv_ci_low"], v["equiv_ci_high"], strict=True)
+            ],
+            "p (TOST)": v["p_equivalence"].map(_g3),
+            "MDE (pts)": v["mde"].map(lambda x: f"{x * 100:.2f}"),
+            "seeds for margin": v["seeds_needed"].map(lambda x: f"{x:.0f}"),
             "verdict": v["verdict"],
         }
     )
@@ -236,6 +259,7 @@ def _fmt_summary(s: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
                 for lo, hi in zip(s["ci_low"], s["ci_high"], strict=True)
             ],
             "sd": s["std"].map(_pct),
+            "P(best)": s["p_best"].map(lambda x: f"{x:.2f}"),
             "tuned lr": s["variant"].astype(str).map(lr).map(lambda x: f"{x:.3g}"),
             "shift consist. %": s["shift_consistency_mean"].map(_pct),
             "border-centre pts": s["border_minus_center_mean"].map(lambda x: f"{x * 100:+.2f}"),
@@ -301,37 +325,72 @@ def build_report(data: ReportData, out_dir: Path) -> list[Path]:
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
     runs, order = data.runs, colour_order()
+    margin = float(data.resolved.get("study", {}).get("margin", 0.005))
 
+    model = primary.fit_primary(runs)
+    verdicts = primary.verdicts(model, margin)
+    head = primary.headline(model, runs, margin)
     summary = analysis.summary(runs, order)
-    verdicts = analysis.factor_comparisons(runs)
-    anova = analysis.two_way_anova(runs)
-    claims = analysis.claims(runs)
-    head = analysis.headline(runs)
-    diffs = analysis.paired_diffs(runs)
+    summary["p_best"] = summary["variant"].astype(str).map(head["p_best_all"]).fillna(0.0)
+    tuning, chosen = _tuning_table(data), _chosen(runs, data.resolved)
+    edge = _edge_variants(chosen, data.resolved.get("nuisance", {}))
+    timing = data.timing
+    budget_table = budget_analysis.budgets(
+        data.curves, primary.FACTORS, runs[["variant", "padding", "downsample"]]
+    )
+    flags = budget_analysis.convergence(data.curves)
+    claims = analysis.claims(runs, margin, timing)
 
-    files = [out_dir / "summary.csv", out_dir / "verdicts.csv", out_dir / "claims.csv"]
-    summary.to_csv(files[0], index=False, float_format="%.6g")
-    verdicts.to_csv(files[1], index=False, float_format="%.6g")
-    claims.to_csv(files[2], index=False, float_format="%.6g")
+    tables = {
+        "summary.csv": summary,
+        "verdicts.csv": verdicts,
+        "claims.csv": claims,
+        "tuning.csv": tuning,
+        "budgets.csv": budget_table,
+        "timing.csv": timing,
+        "sensitivity.csv": primary.paired_sensitivity(model),
+    }
+    files = []
+    for name, table in tables.items():
+        table.to_csv(out_dir / name, index=False, float_format="%.6g")
+        files.append(out_dir / name)
 
     figs = {
         "mean_ci": plots.mean_ci(summary, fig_dir / "mean_ci.png"),
-        "paired": plots.paired_differences(diffs, verdicts, fig_dir / "paired_differences.png")
-        if not diffs.empty
-        else None,
+        "contrasts": plots.contrasts(verdicts, margin, fig_dir / "contrasts.png"),
         "curves": plots.learning_curves(data.curves, fig_dir / "learning_curves.png"),
+        "budgets": plots.budgets(budget_table, fig_dir / "budgets.png"),
+        "tuning": plots.tuning(tuning, {v: c["learning_rate"] for v, c in chosen.items()},
+                               fig_dir / "tuning.png") if not tuning.empty else None,
         "cost": plots.cost_tradeoffs(summary, fig_dir / "cost_tradeoffs.png"),
         "probes": plots.probes(runs, fig_dir / "probes.png"),
-    }
+    }  # fmt: skip
+    winners = budget_analysis.winner_by_budget(budget_table)
+    anova = primary.anova(model)
     context = {
         **_context(data),
         "head": head,
+        "margin_pts": margin * 100,
         "n_seeds": head["n_seeds"],
+        "df_resid": model.df,
+        "formula": primary.formula(model.data, model.metric),
         "verdicts": verdicts.to_dict("records"),
         "verdict_table": _fmt_verdicts(verdicts),
+        "sensitivity_table": _fmt_sensitivity(tables["sensitivity.csv"]),
         "anova_table": None if anova.empty else _fmt_anova(anova),
         "claims_table": claims.assign(p_adjusted=claims["p_adjusted"].map(_g3)),
         "summary_table": _fmt_summary(summary, runs),
+        "edge": edge,
+        "tuning_table": _fmt_tuning(tuning, chosen),
+        "timing_table": _fmt_timing(timing),
+        "winners": winners,
+        "winner_changes": len(set(winners.values())) > 1,
+        "rising": flags[flags["still_rising"]]["variant"].tolist(),
+        "flags_table": flags.assign(
+            last_quarter_gain=flags["last_quarter_gain"].map(lambda x: f"{x * 100:+.2f}")
+        ).rename(columns={"last_quarter_gain": "val acc gain, last quarter (pts)"}),
+        "rising_threshold_pts": budget_analysis.RISING_THRESHOLD * 100,
+        "budget_table": _fmt_budgets(budget_table),
         # the Markdown links figures relative to itself; the HTML page embeds them
         "figs": {k: p.relative_to(out_dir).as_posix() if p else None for k, p in figs.items()},
     }
@@ -343,10 +402,117 @@ def build_report(data: ReportData, out_dir: Path) -> list[Path]:
     return files
 
 
+def _tuning_table(data: ReportData) -> pd.DataFrame:
+    """tuning.csv: one row per tuning trial (variant, each nuisance value, tune seed, score)."""
+    t = data.tuning
+    if t.empty:
+        return pd.DataFrame(columns=["variant", "tune_seed", "val_accuracy"])
+    nuisance = [k for k in data.resolved.get("nuisance", {"learning_rate": 0}) if k in t]
+    out = t[["variant", *nuisance, "seed", "val_accuracy"]].rename(columns={"seed": "tune_seed"})
+    return out.sort_values(["variant", *nuisance, "tune_seed"]).reset_index(drop=True)
+
+
+def _chosen(runs: pd.DataFrame, resolved: dict) -> dict[str, dict[str, float]]:
+    """Each variant's tuned nuisance values, as its replicate runs trained with them."""
+    names = [k for k in resolved.get("nuisance", {"learning_rate": 0}) if k in runs]
+    first = runs.groupby("variant")[names].first()
+    return {v: row.to_dict() for v, row in first.iterrows()}
+
+
+def _edge_variants(chosen: dict[str, dict[str, float]], nuisance: dict) -> list[str]:
+    """Variants whose tuned value is an end of its grid: their optimum may lie outside."""
+    out = []
+    for variant, values in chosen.items():
+        for name, value in values.items():
+            edges = _grid_edges(nuisance.get(name))
+            if edges and np.isclose(value, edges, rtol=1e-3).any():
+                out.append(variant)
+    return sorted(set(out), key=colour_order().index)
+
+
+def _fmt_sensitivity(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "a": df["a"],
+            "b": df["b"],
+            "n seeds": df["n_seeds"],
+            "mean a-b (pts)": df["mean_diff"].map(lambda x: f"{x * 100:+.2f}"),
+            "95% CI (pts)": [
+                f"[{lo * 100:+.2f}, {hi * 100:+.2f}]"
+                for lo, hi in zip(df["ci_low"], df["ci_high"], strict=True)
+            ],
+            "p (Holm, paired t)": df["p_adjusted"].map(_g3),
+        }
+    )
+
+
+def _fmt_tuning(tuning: pd.DataFrame, chosen: dict) -> pd.DataFrame:
+    if tuning.empty:
+        return tuning
+    keys = [c for c in tuning.columns if c not in ("variant", "tune_seed", "val_accuracy")]
+    g = tuning.groupby(["variant", *keys])["val_accuracy"]
+    out = pd.DataFrame({"mean val acc %": g.mean() * 100, "sd": g.std() * 100, "n": g.size()})
+    out = out.reset_index()
+    out["chosen"] = [
+        "yes" if all(np.isclose(r[k], chosen.get(r["variant"], {}).get(k, np.nan)) for k in keys)
+        else ""
+        for r in out.to_dict("records")
+    ]  # fmt: skip
+    return out.round({"mean val acc %": 2, "sd": 2})
+
+
+def _fmt_timing(timing: pd.DataFrame) -> pd.DataFrame | None:
+    if timing.empty:
+        return None
+    g = timing.groupby("variant")
+    q = {
+        m: g[m].quantile([0.0, 0.5, 1.0]).unstack()
+        for m in ("train_images_per_second", "infer_images_per_second")
+    }
+    order = [v for v in colour_order() if v in set(timing["variant"])]
+    return pd.DataFrame(
+        {
+            "variant": order,
+            "rounds": [int(g.size()[v]) for v in order],
+            "train img/s, median [min, max]": [
+                f"{q['train_images_per_second'].loc[v, 0.5]:,.0f} "
+                f"[{q['train_images_per_second'].loc[v, 0.0]:,.0f}, "
+                f"{q['train_images_per_second'].loc[v, 1.0]:,.0f}]" for v in order
+            ],
+            "infer img/s, median [min, max]": [
+                f"{q['infer_images_per_second'].loc[v, 0.5]:,.0f} "
+                f"[{q['infer_images_per_second'].loc[v, 0.0]:,.0f}, "
+                f"{q['infer_images_per_second'].loc[v, 1.0]:,.0f}]" for v in order
+            ],
+        }
+    )  # fmt: skip
+
+
+def _fmt_budgets(table: pd.DataFrame) -> pd.DataFrame:
+    variants = table[table["kind"] == "variant"]
+    budgets = list(dict.fromkeys(table["budget"]))
+    wide = variants.pivot(index="name", columns="budget", values="rank").reindex(columns=budgets)
+    wide = wide.astype("Int64")
+    order = [v for v in colour_order() if v in wide.index]
+    wide = wide.loc[order].reset_index().rename(columns={"name": "variant (rank)"})
+    contrasts = (
+        table[table["kind"] == "contrast"]
+        .pivot(index="name", columns="budget", values="value")
+        .reindex(columns=budgets)
+    )
+    contrasts = (contrasts * 100).round(2).reset_index().rename(columns={"name": "contrast (pts)"})
+    return pd.concat(
+        [
+            wide.astype(str),
+            contrasts.rename(columns={"contrast (pts)": "variant (rank)"}).astype(str),
+        ],
+        ignore_index=True,
+    )
+
+
 def _context(data: ReportData) -> dict:
     """What the template needs besides the statistics: the study, its settings, provenance."""
     runs = data.runs
-    sci = data.resolved.get("scientific", {})
     failed = data.failed
     return {
         "study": data.study,
@@ -355,16 +521,14 @@ def _context(data: ReportData) -> dict:
         "dataset": runs["dataset"].iloc[0],
         "n_train": int(runs["n_train"].iloc[0]),
         "n_variants": runs["variant"].nunique(),
-        "equivalence_pts": analysis.EQUIVALENCE_MARGIN * 100,
         "layer_table": _layer_table(data.layers),
         "references": REFERENCES,
         "other_references": OTHER_REFERENCES,
         "failed_table": None
         if failed.empty
         else failed[["stage", "variant", "seed", "learning_rate", "failure"]].fillna(""),
-        "stride_mode": sci.get(
-            "stride_mode", runs["stride_mode"].iloc[0] if "stride_mode" in runs else "?"
-        ),
+        "levels": {v.downsample: v.level.summary for v in variants().values()},
+        "match": data.resolved.get("study", {}).get("match", "none"),
         "fixed": data.resolved.get("fixed", {}),
         "caveats": [
             *_tuning_caveats(runs, data.resolved.get("nuisance", {})),

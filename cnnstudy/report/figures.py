@@ -52,41 +52,61 @@ def mean_ci(summary: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def paired_differences(diffs: pd.DataFrame, verdicts: pd.DataFrame, path: Path) -> Path:
-    """Each comparison's per-seed paired differences, with mean and 95% CI."""
-    comps = list(dict.fromkeys(diffs["comparison"]))
-    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.7 * len(comps)))
-    sns.stripplot(
-        data=diffs.assign(diff=diffs["diff"] * 100),
-        x="diff",
-        y="comparison",
-        order=comps,
-        color="0.55",
-        size=6,
-        jitter=0.15,
-        ax=ax,
+def contrasts(verdicts: pd.DataFrame, margin: float, path: Path) -> Path:
+    """Each comparison's model contrast with its 95% CI (line) and 90% CI (thick), beside
+    the +-margin band: inside the band with the 90% CI = equivalent."""
+    labels = [f"{r.a} - {r.b}" for r in verdicts.itertuples()]
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.55 * len(labels)))
+    ax.axvspan(
+        -margin * 100, margin * 100, color="#dfe9df", label=f"+-margin ({margin * 100:g} pts)"
     )
-    for i, comp in enumerate(comps):
-        a, b = comp.split(" - ")
-        row = verdicts[(verdicts["a"] == a) & (verdicts["b"] == b)].iloc[0]
-        colour = "tab:green" if "wins" in row["verdict"] else "black"
-        ax.errorbar(
-            row["mean_diff"] * 100,
-            i,
-            xerr=[
-                [(row["mean_diff"] - row["ci_low"]) * 100],
-                [(row["ci_high"] - row["mean_diff"]) * 100],
-            ],
-            fmt="D",
-            color=colour,
-            capsize=5,
-            lw=2,
-            zorder=5,
-        )
-    ax.axvline(0, color="tab:red", lw=1, ls="--")
-    ax.set_xlabel("paired difference in test accuracy, a - b (percentage points)")
-    ax.set_ylabel("")
-    ax.set_title("Paired by seed: dots = seeds, diamond = mean with 95% CI")
+    ax.axvline(0, color="grey", lw=1)
+    for i, r in enumerate(verdicts.itertuples()):
+        ax.plot([r.ci_low * 100, r.ci_high * 100], [i, i], color="#333", lw=1.2)
+        ax.plot([r.equiv_ci_low * 100, r.equiv_ci_high * 100], [i, i], color="#333", lw=4)
+        ax.plot(r.mean_diff * 100, i, "o", color="#c0392b")
+        ax.text(ax.get_xlim()[1], i, f"  {r.verdict}", va="center", fontsize=9)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference in test accuracy (pts): estimate, 95% CI, 90% CI (thick)")
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def tuning(tuning_runs: pd.DataFrame, chosen: dict[str, float], path: Path) -> Path:
+    """Validation accuracy vs learning rate per variant: every tuning seed (dots), their
+    mean (line), and the chosen point (star)."""
+    order = _order(tuning_runs)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    sns.lineplot(
+        data=tuning_runs, x="learning_rate", y="val_accuracy", hue="variant", hue_order=order,
+        palette=palette(), errorbar=None, marker="o", ax=ax,
+    )  # fmt: skip
+    sns.scatterplot(
+        data=tuning_runs, x="learning_rate", y="val_accuracy", hue="variant", hue_order=order,
+        palette=palette(), alpha=0.4, legend=False, ax=ax,
+    )  # fmt: skip
+    means = tuning_runs.groupby(["variant", "learning_rate"])["val_accuracy"].mean()
+    for variant, lr in chosen.items():
+        if (variant, lr) in means.index:
+            ax.plot(lr, means[(variant, lr)], "*", ms=16, color=palette()[variant], mec="black")
+    ax.set_xscale("log")
+    ax.set_title("Tuning: validation accuracy vs learning rate (star: chosen)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def budgets(table: pd.DataFrame, path: Path) -> Path:
+    """Each variant's mean validation accuracy at each budget."""
+    data = table[table["kind"] == "variant"].rename(columns={"name": "variant"})
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    sns.pointplot(
+        data=data, x="budget", y="value", hue="variant", hue_order=_order(data),
+        palette=palette(), ax=ax,
+    )  # fmt: skip
+    ax.set_ylabel("validation accuracy (mean over seeds)")
+    ax.set_title("Does the ranking change with the training budget?")
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

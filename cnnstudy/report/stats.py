@@ -1,27 +1,22 @@
-"""Statistics over a sweep's replicate runs: which design wins, and how sure we are.
+"""Per-variant summaries and the claims scorecard (the verdicts are ``report.primary``'s).
 
-Rules (stated in the report too):
-- Intervals over seeds are Student-t 95% intervals (with 3-5 seeds a bootstrap means little).
-- A factor comparison is paired by seed: for each seed, the mean over the other factor's
-  levels of a, minus the same for b. A winner needs a 95% CI that excludes 0 AND a
-  Holm-adjusted p < 0.05 (paired t-test); otherwise "no significant difference".
-- Effect size: Cohen's d_z = mean(paired difference) / sd(paired difference).
+- Intervals over seeds are Student-t 95% intervals.
+- A claim's evidence is paired by seed (level means over the other factor), Holm-adjusted
+  over the claims. Directional claims: supported / refuted when significant in / against
+  the claimed direction, else inconclusive. "As good as" claims: TOST at the study's margin
+  (the 90% CI inside +-margin) supports, a significant deficit beyond the margin refutes.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
-from cnnstudy.core.variants import PADDINGS, downsamples
+from cnnstudy.report.primary import ALPHA, complete_seeds, holm
 
-ALPHA = 0.05
-EQUIVALENCE_MARGIN = 0.01  # accuracy points: "as good as" means the 95% CI lies within +-1 pt
 SUMMARY_METRICS = (
     "test_accuracy",
     "shift_consistency",
@@ -86,6 +81,8 @@ class Paired:
     ci_high: float
     p_value: float
     effect_size: float
+    ci90_low: float = float("nan")  # for TOST at the margin
+    ci90_high: float = float("nan")
 
 
 def paired_test(a: pd.Series, b: pd.Series) -> Paired:
@@ -93,6 +90,7 @@ def paired_test(a: pd.Series, b: pd.Series) -> Paired:
     seeds = a.index.intersection(b.index)
     d = (a.loc[seeds] - b.loc[seeds]).astype(float)
     low, high = t_interval(d.to_numpy())
+    ci90 = t_interval(d.to_numpy(), 0.90)
     if len(d) < 2:
         return Paired(d, float(d.mean()), low, high, float("nan"), float("nan"))
     sd = d.std(ddof=1)
@@ -102,157 +100,12 @@ def paired_test(a: pd.Series, b: pd.Series) -> Paired:
     else:
         p = float(stats.ttest_1samp(d, 0.0).pvalue)
         dz = float(d.mean() / sd)
-    return Paired(d, float(d.mean()), low, high, p, dz)
+    return Paired(d, float(d.mean()), low, high, p, dz, *ci90)
 
 
 def level_means(runs: pd.DataFrame, column: str, level: str, metric: str) -> pd.Series:
     """Per seed, the mean of ``metric`` over the variants with ``column == level``."""
     return runs[runs[column] == level].groupby("seed")[metric].mean()
-
-
-def complete_seeds(runs: pd.DataFrame) -> pd.DataFrame:
-    """Keep only seeds that every variant finished, so the pairing is balanced."""
-    n_variants = runs["variant"].nunique()
-    counts = runs.groupby("seed")["variant"].nunique()
-    return runs[runs["seed"].isin(counts[counts == n_variants].index)]
-
-
-def verdict_text(mean: float, low: float, high: float, p_adj: float, a: str, b: str) -> str:
-    significant = np.isfinite(p_adj) and p_adj < ALPHA and (low > 0 or high < 0)
-    if not significant:
-        return "no significant difference"
-    return f"{a if mean > 0 else b} wins"
-
-
-def holm(p_values: list[float]) -> list[float]:
-    p = np.asarray(p_values, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], alpha=ALPHA, method="holm")[1]
-    return out.tolist()
-
-
-def factor_comparisons(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
-    """verdicts.csv: padding (same vs valid) and each downsampling pair, Holm-adjusted."""
-    runs = complete_seeds(runs)
-    rows = []
-    for factor, column in FACTORS.items():
-        levels = [lv for lv in _level_order(column) if lv in set(runs[column])]
-        for a, b in itertools.combinations(levels, 2):
-            res = paired_test(
-                level_means(runs, column, a, metric), level_means(runs, column, b, metric)
-            )
-            rows.append(
-                {
-                    "factor": factor,
-                    "a": a,
-                    "b": b,
-                    "n": len(res.diffs),
-                    "mean_diff": res.mean,
-                    "ci_low": res.ci_low,
-                    "ci_high": res.ci_high,
-                    "p_value": res.p_value,
-                    "effect_size": res.effect_size,
-                }
-            )
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    df["p_adjusted"] = holm(df["p_value"].tolist())
-    df["verdict"] = [
-        verdict_text(r.mean_diff, r.ci_low, r.ci_high, r.p_adjusted, r.a, r.b)
-        for r in df.itertuples()
-    ]
-    cols = [
-        "factor",
-        "a",
-        "b",
-        "n",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "p_value",
-        "p_adjusted",
-        "effect_size",
-        "verdict",
-    ]
-    return df[cols]
-
-
-def _level_order(column: str) -> list[str]:
-    return list(PADDINGS if column == "padding" else downsamples())
-
-
-def paired_diffs(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
-    """Long table of the per-seed paired differences behind each comparison (for plots)."""
-    runs = complete_seeds(runs)
-    rows = []
-    for factor, column in FACTORS.items():
-        levels = [lv for lv in _level_order(column) if lv in set(runs[column])]
-        for a, b in itertools.combinations(levels, 2):
-            d = level_means(runs, column, a, metric) - level_means(runs, column, b, metric)
-            rows += [
-                {"comparison": f"{a} - {b}", "factor": factor, "seed": s, "diff": v}
-                for s, v in d.dropna().items()
-            ]
-    return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------- ANOVA and headline
-
-
-def two_way_anova(runs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
-    """Type-II ANOVA of padding x downsampling, with seed as a block (the runs are paired)."""
-    import statsmodels.formula.api as smf
-    from statsmodels.stats.anova import anova_lm
-
-    runs = complete_seeds(runs)
-    if (
-        runs["padding"].nunique() < 2
-        or runs["downsample"].nunique() < 2
-        or runs["seed"].nunique() < 2
-    ):
-        return pd.DataFrame()
-    data = runs.assign(seed=runs["seed"].astype(str))
-    model = smf.ols(f"{metric} ~ C(padding) * C(downsample) + C(seed)", data=data).fit()
-    table = anova_lm(model, typ=2).rename(columns={"PR(>F)": "p_value"})
-    table.index = [
-        {
-            "C(padding)": "padding",
-            "C(downsample)": "downsampling",
-            "C(padding):C(downsample)": "padding x downsampling",
-            "C(seed)": "seed (block)",
-        }.get(i, i)
-        for i in table.index
-    ]
-    total = table["sum_sq"].sum()
-    table["eta_sq"] = table["sum_sq"] / total
-    return table.reset_index(names="source")
-
-
-def headline(runs: pd.DataFrame, metric: str = "test_accuracy") -> dict:
-    """The best variant by mean, and those not significantly worse (paired, Holm-adjusted)."""
-    runs = complete_seeds(runs)
-    means = runs.groupby("variant")[metric].mean().sort_values(ascending=False)
-    best = str(means.index[0])
-    by_seed = runs.pivot_table(index="seed", columns="variant", values=metric)
-    others = [v for v in means.index if v != best]
-    tests = [paired_test(by_seed[best], by_seed[v]) for v in others]
-    p_adj = holm([t.p_value for t in tests])
-    tied = [
-        v
-        for v, t, p in zip(others, tests, p_adj, strict=True)
-        if verdict_text(t.mean, t.ci_low, t.ci_high, p, best, v) == "no significant difference"
-    ]
-    beaten = [v for v in others if v not in tied]
-    return {
-        "best": best,
-        "best_mean": float(means.iloc[0]),
-        "tied": tied,
-        "beaten": beaten,
-        "n_seeds": int(by_seed.shape[0]),
-    }
 
 
 # ---------------------------------------------------------------- claims
@@ -276,7 +129,7 @@ def _fmt_ci(res: Paired, scale: float = 100, unit: str = " pts") -> str:
     )
 
 
-def claims(runs: pd.DataFrame) -> pd.DataFrame:
+def claims(runs: pd.DataFrame, margin: float, timing: pd.DataFrame | None = None) -> pd.DataFrame:
     """claims.csv: each textbook claim, its metric, the evidence, and a verdict."""
     runs = complete_seeds(runs)
     present = set(runs["downsample"])
@@ -323,7 +176,8 @@ def claims(runs: pd.DataFrame) -> pd.DataFrame:
             "test_accuracy",
             r,
             None,
-            f"stride - pool: {_fmt_ci(r)}; equivalence margin +-{EQUIVALENCE_MARGIN * 100:.0f} pt",
+            f"stride - pool: {_fmt_ci(r)}; 90% CI [{r.ci90_low * 100:+.2f}, "
+            f"{r.ci90_high * 100:+.2f}] pts vs margin +-{margin * 100:.2g} pts",
         )
     if {"maxpool", "avgpool"} <= present:
         r = paired_test(
@@ -348,29 +202,35 @@ def claims(runs: pd.DataFrame) -> pd.DataFrame:
             True,
             f"(border - centre) same minus valid: {_fmt_ci(r)}",
         )
-    if has_stride:
+    if has_stride and timing is not None and not timing.empty:
         macs = runs.groupby("downsample")["macs"].mean()
-        r = paired_test(
-            _group_mean(runs, ["stride"], "train_images_per_second"),
-            _group_mean(runs, pools, "train_images_per_second"),
+        level = timing["variant"].map(
+            runs.drop_duplicates("variant").set_index("variant")["downsample"]
         )
+        rate = (
+            timing.assign(downsample=level)
+            .groupby(["round", "downsample"])["train_images_per_second"]
+            .mean()
+            .unstack("downsample")
+        )
+        r = paired_test(rate["stride"], rate[pools].mean(axis=1))
         cheaper = macs["stride"] < macs[pools].mean()
         add(
             "stride is cheaper than conv + pool",
-            "macs, train_images_per_second",
+            "macs, train_images_per_second (timing pass)",
             r,
             True,
             f"MACs stride {macs['stride'] / 1e6:.2f}M vs pool {macs[pools].mean() / 1e6:.2f}M; "
-            f"train throughput stride - pool: {_fmt_ci(r, 1, ' img/s')}",
+            f"interleaved timing, stride - pool: {_fmt_ci(r, 1, ' img/s')} (rounds)",
         )
         rows[-1]["_macs_cheaper"] = cheaper
 
     p_adj = holm([res.p_value for _, res, _ in tests])
     for (row, res, good), p in zip(tests, p_adj, strict=True):
         row["p_adjusted"] = p
-        if good is None:  # an equivalence claim: CI within the margin, or clearly worse
-            within = -EQUIVALENCE_MARGIN <= res.ci_low and res.ci_high <= EQUIVALENCE_MARGIN
-            worse = p < ALPHA and res.ci_high < -EQUIVALENCE_MARGIN
+        if good is None:  # an equivalence claim: TOST (90% CI inside +-margin), or clearly worse
+            within = -margin < res.ci90_low and res.ci90_high < margin
+            worse = p < ALPHA and res.ci_high < -margin
             row["verdict"] = "supported" if within else ("refuted" if worse else "inconclusive")
         else:
             row["verdict"] = _directional(res, p, good)

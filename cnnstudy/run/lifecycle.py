@@ -23,6 +23,7 @@ from cnnstudy.tracking import (
     SweepTracker,
     export_runs,
     has_trials,
+    parent_table,
     wait_for_open_sweep,
 )
 
@@ -68,11 +69,41 @@ def describe(study: Study) -> str:
 
 
 def finish_sweep(tracker: SweepTracker, study: Study, status: str) -> Path | None:
-    """Close the parent run; a finished sweep also writes results/<study>/runs.csv."""
+    """Close the parent run; a finished sweep first gets its timing pass, then writes
+    results/<study>/runs.csv."""
+    if status == "FINISHED":
+        time_variants(tracker, study)
     tracker.close(status)
     if status != "FINISHED":
         return None
     return export_runs(tracker.parent(), RESULTS / study.name)
+
+
+TIMING_TABLE = "timing/timing.json"
+
+
+def time_variants(tracker: SweepTracker, study: Study) -> None:
+    """The cost claims' numbers: every variant timed in one process, interleaved, in random
+    order, ``[fixed] timing_repeats`` rounds (``nets.timing``); logged as an MLflow table."""
+    repeats = study.fixed.get("timing_repeats", 0)
+    if not repeats or not parent_table(tracker.parent(), TIMING_TABLE).empty:
+        return
+    from cnnstudy.nets.timing import interleaved_timing
+
+    started = time.perf_counter()
+    table = interleaved_timing(
+        study.variants,
+        lambda v: study.settings({k: s.values[0] for k, s in study.nuisance.items()}, v),
+        study.input_shape,
+        study.n_classes,
+        repeats=repeats,
+    )
+    tracker.log_table(tracker.parent_run_id, table, TIMING_TABLE)
+    print(
+        f"timing pass: {len(study.variants)} variants x {repeats} interleaved rounds in "
+        f"{time.perf_counter() - started:.0f}s",
+        flush=True,
+    )
 
 
 def load_data(study: Study) -> Splits:

@@ -146,15 +146,20 @@ def _finished_count(tuner: keras_tuner.Tuner) -> int:
 
 
 def best_per_variant(tuner: keras_tuner.Tuner, nuisance: list[str]) -> dict[str, dict[str, Any]]:
-    """For each variant, the nuisance values of its best completed tuning trial."""
-    best: dict[str, tuple[float, dict[str, Any]]] = {}
+    """For each variant, the grid point with the best mean validation accuracy over its
+    tuning seeds (a failed seed's run is left out of its point's mean)."""
+    scores: dict[tuple[str, tuple], list[float]] = {}
     for trial in tuner.oracle.trials.values():
         if trial.status != "COMPLETED" or trial.score is None or np.isnan(trial.score):
             continue
         values = trial.hyperparameters.values
-        name = values["variant"]
-        if name not in best or trial.score > best[name][0]:
-            best[name] = (trial.score, {k: values[k] for k in nuisance})
+        point = tuple((k, values[k]) for k in nuisance)
+        scores.setdefault((values["variant"], point), []).append(trial.score)
+    best: dict[str, tuple[float, dict[str, Any]]] = {}
+    for (name, point), values in scores.items():
+        mean = float(np.mean(values))
+        if name not in best or mean > best[name][0]:
+            best[name] = (mean, dict(point))
     return {name: v for name, (_, v) in best.items()}
 
 
@@ -195,6 +200,7 @@ class Sweep:
         hp.Choice("variant", [v.name for v in self.study.variants])
         for name, spec in self.study.nuisance.items():
             hp.Choice(name, list(spec.values))
+        hp.Choice("tune_seed", self.study.tune_seed_list)
         return hp
 
     def replicate_space(self, variants: list[str]) -> keras_tuner.HyperParameters:
@@ -250,7 +256,7 @@ class Sweep:
         values = dict(trial.hyperparameters.values)
         variant = variants()[values.pop("variant")]
         if stage == TUNE:
-            seed, nuisance = self.study.fixed["tune_seed"], values
+            seed, nuisance = int(values.pop("tune_seed")), values
         else:
             seed, nuisance = int(values["seed"]), self.best[variant.name]
         key = f"{stage}/{trial.trial_id}"
@@ -260,14 +266,14 @@ class Sweep:
             self.progress.skip(1)
             return {"val_accuracy": previous.data.metrics["val_accuracy"]}
 
-        settings = self.study.settings(nuisance)
+        settings = self.study.settings(nuisance, variant)
         params = self._params(stage, variant, seed, settings, nuisance)
         name = f"{stage}-{variant.name}-" + (
             f"seed{seed}" if stage == REPLICATE else f"t{trial.trial_id}"
         )
         run_id = self.tracker.start_trial(key, stage, name, params, earlier)
         started = time.perf_counter()
-        detail = f"seed={seed}" if stage == REPLICATE else _fmt(nuisance)
+        detail = f"seed={seed}" if stage == REPLICATE else f"{_fmt(nuisance)} seed={seed}"
         try:
             metrics = self._train(stage, variant, seed, settings, run_id)
         except BaseException as err:
@@ -314,7 +320,9 @@ class Sweep:
     ) -> dict[str, float]:  # noqa: ANN001
         keras.utils.set_random_seed(seed)
         input_shape, n_classes = self.splits.input_shape, self.study.n_classes
-        model = compile_model(build_model(variant, settings, input_shape, n_classes), settings)
+        steps = -(-len(self.splits.y_train) // settings["batch_size"])
+        model = build_model(variant, settings, input_shape, n_classes)
+        model = compile_model(model, settings, steps_per_epoch=steps)
         table = variant_table(variant, settings, input_shape, n_classes, model)
         self._log_table(run_id, table)
 

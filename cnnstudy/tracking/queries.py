@@ -240,3 +240,12 @@ def compare_runs_url(parent, base_url: str = "http://127.0.0.1:5000") -> str:  #
 
 def experiment_name(parent) -> str:  # noqa: ANN001
     return get_client().get_experiment(parent.info.experiment_id).name
+
+
+def parent_table(parent, name: str) -> pd.DataFrame:  # noqa: ANN001
+    """An MLflow table logged on the sweep's parent run (empty if it has none)."""
+    client = get_client()
+    try:
+        return client.load_table(parent.info.experiment_id, name, run_ids=[parent.info.run_id])
+    except MlflowException:
+        return pd.DataFrame()
