@@ -103,14 +103,6 @@ def paired_test(a: pd.Series, b: pd.Series) -> Paired:
     return Paired(d, float(d.mean()), low, high, p, dz, *ci90)
 
 
-def level_means(runs: pd.DataFrame, column: str, level: str, metric: str) -> pd.Series:
-    """Per seed, the mean of ``metric`` over the variants with ``column == level``."""
-    return runs[runs[column] == level].groupby("seed")[metric].mean()
-
-
-# ---------------------------------------------------------------- claims
-
-
 def _group_mean(runs: pd.DataFrame, downsamples: list[str], metric: str) -> pd.Series:
     return runs[runs["downsample"].isin(downsamples)].groupby("seed")[metric].mean()
 

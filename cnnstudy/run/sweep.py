@@ -12,7 +12,6 @@ keras-tuner's on-disk state makes a re-run finish only the missing trials; the
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -381,9 +380,3 @@ class Sweep:
     ) -> None:
         image = learning_curve_image(history, f"{name}, seed {seed}")
         self.tracker.log_image(run_id, image, "learning_curve.png")
-
-
-def clear_stale_state(directory: Path) -> None:
-    """Tuner state with no MLflow sweep behind it (the store was deleted): start over."""
-    if directory.exists():
-        shutil.rmtree(directory)
