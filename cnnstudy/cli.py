@@ -130,6 +130,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probes(args: argparse.Namespace) -> int:
+    from cnnstudy.nets import controls, probes
+
+    if not args.controls:
+        print((probes.__doc__ or "").strip())
+        print("\nRun `cnnstudy probes --controls` to check every probe on known-answer models.")
+        return 0
+    print("known-answer controls (expected vs measured):", flush=True)
+
+    def show(c: controls.Control) -> None:
+        result = "PASS" if c.passed else "FAIL"
+        print(
+            f"  {result}  {c.control}\n        {c.probe}: expected {c.expected:.3g}, "
+            f"measured {c.measured:.4g} ({c.rule})",
+            flush=True,
+        )
+
+    results = controls.run_controls(progress=show)
+    if args.out:
+        import pandas as pd
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([c.row() for c in results]).to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    failed = [c for c in results if not c.passed]
+    print(f"{len(results) - len(failed)}/{len(results)} controls passed")
+    return 1 if failed else 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from cnnstudy.tracking import check_store, tracking_uri
 
@@ -214,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("variants", help="list the registered variants")
     p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("probes", help="the claim probes; --controls checks them on known answers")
+    p.add_argument(
+        "--controls", action="store_true", help="run every probe's known-answer controls"
+    )
+    p.add_argument("--out", help="also write the controls table to this csv")
+    p.set_defaults(func=cmd_probes)
 
     p = sub.add_parser("ui", help="serve the MLflow UI over the tracking store")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")

@@ -7,8 +7,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
 
-# The smoke study shrunk to 4 variants x 2 seeds.
+# The smoke study shrunk to 4 variants x 2 seeds, with a gap head (so the border probe runs).
 TINY = [
+    "--set",
+    "fixed.head=gap",
     "--set",
     "study.limit=300",
     "--set",

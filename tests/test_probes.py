@@ -1,10 +1,10 @@
-"""Probes on constructed inputs, where the right answer is known."""
+"""Probes on constructed inputs and models, where the right answer is known."""
 
 import numpy as np
 import pytest
 
+from cnnstudy.nets import controls, probes
 from cnnstudy.nets.imageops import content_boxes, shift
-from cnnstudy.nets.probes import border_offsets, build_probe_set, centre_offsets, run_probes
 
 
 def blobs(n=60, size=16, seed=0):
@@ -26,66 +26,103 @@ def test_shift_moves_content_and_zero_fills():
     assert (shift(x, 4, 0) == 0).all()
 
 
-def test_position_blind_model_is_fully_shift_consistent():
-    x, y = blobs()
-    probes = build_probe_set(x, y, k=3, seed=0)
-
-    def by_mass(batch):  # depends on how much content, not where it is
-        mass = batch.sum(axis=(1, 2, 3)).astype(int)
-        return np.eye(20)[mass % 20]
-
-    out = run_probes(by_mass, probes, train_accuracy=1.0, test_accuracy=0.9)
-    assert out["shift_consistency"] == 1.0
-    assert out["generalization_gap"] == pytest.approx(0.1)
+def test_shift_views_are_circular_diagonal_shifts_of_real_content():
+    x, _ = blobs()
+    views = probes.shift_views(x, 3)
+    assert len(views) == 3
+    for d, v in enumerate(views, start=1):
+        np.testing.assert_array_equal(v[:, d:, d:], x[:, :-d, :-d])  # moved by (d, d)
+        np.testing.assert_allclose(v.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)))  # none lost
 
 
-def test_position_sensitive_model_is_not():
-    x, y = blobs()
-    probes = build_probe_set(x, y, k=3, seed=0)
-
-    def by_centroid_column(batch):
-        cols = np.arange(batch.shape[2])
-        weight = batch.sum(axis=(1, 3))
-        centroid = (weight * cols).sum(axis=1) / weight.sum(axis=1)
-        return np.eye(16)[np.round(centroid).astype(int)]
-
-    assert run_probes(by_centroid_column, probes, 1.0, 1.0)["shift_consistency"] < 0.5
+def test_shift_metrics_per_delta():
+    y = np.array([0, 1, 2, 0])
+    base = np.eye(3)[[0, 1, 2, 0]]
+    views = [np.eye(3)[[0, 1, 2, 0]], np.eye(3)[[0, 1, 1, 1]]]  # delta 1 same; delta 2 half
+    out = probes.shift_metrics(base, views, y)
+    assert out["consistency_d1"] == 1.0 and out["consistency_d2"] == 0.5
+    assert out["shift_consistency"] == 0.75
+    assert out["shifted_accuracy_d2"] == 0.5
 
 
-def test_border_and_centre_translations_are_as_documented():
+def test_border_placement_is_as_documented():
     x, y = blobs(n=40, seed=3)
-    probes = build_probe_set(x, y, k=2, seed=1)
-    h, w = x.shape[1:3]
-    centre = content_boxes(probes.center)
-    border = content_boxes(probes.border)
-    # no content is lost by either translation: the same images, moved
-    np.testing.assert_allclose(probes.center.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)))
-    np.testing.assert_allclose(probes.border.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)))
-    # centred: box centre within half a pixel of the frame centre
-    assert np.all(np.abs((centre[:, 0] + centre[:, 1]) / 2 - (h - 1) / 2) <= 0.5)
-    assert np.all(np.abs((centre[:, 2] + centre[:, 3]) / 2 - (w - 1) / 2) <= 0.5)
-    # border: every box touches an edge of the frame
-    touches = (
-        (border[:, 0] == 0)
-        | (border[:, 1] == h - 1)
-        | (border[:, 2] == 0)
-        | (border[:, 3] == w - 1)
-    )
-    assert touches.all()
-    assert probes.mean_border_offset > 2
-
-
-def test_border_offsets_follow_the_chosen_edge():
-    boxes = np.array([[5, 8, 6, 9]] * 4)  # top, bottom, left, right in a 16x16 frame
-    dy, dx = border_offsets(boxes, np.array([0, 1, 2, 3]), 16, 16)
-    cdy, cdx = centre_offsets(boxes, 16, 16)
-    assert dy.tolist() == [-5, 7, cdy[2], cdy[3]]
-    assert dx.tolist() == [cdx[0], cdx[1], -6, 6]
+    border = probes.build_border_set(x, seed=1, margin=4, distances=(0, 2))
+    size = x.shape[1] + 8
+    for batch in border.inputs():  # no content lost, on the larger canvas
+        assert batch.shape[1:3] == (size, size)
+        np.testing.assert_allclose(batch.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)))
+    for d, batch in zip(border.distances, border.placed, strict=True):
+        top, bottom, left, right = content_boxes(batch).T
+        nearest = np.minimum.reduce([top, size - 1 - bottom, left, size - 1 - right])
+        assert (nearest == d).all()
+    top, bottom, left, right = content_boxes(border.centre).T
+    assert np.all(np.abs((top + bottom) / 2 - (size - 1) / 2) <= 0.5)
+    assert np.all(np.abs((left + right) / 2 - (size - 1) / 2) <= 0.5)
 
 
 def test_probe_set_is_the_same_for_every_variant():
     x, y = blobs()
-    a, b = build_probe_set(x, y, 3, seed=7), build_probe_set(x, y, 3, seed=7)
-    np.testing.assert_array_equal(a.shifted_a, b.shifted_a)
-    np.testing.assert_array_equal(a.border, b.border)
-    assert not np.array_equal(a.shifted_a, build_probe_set(x, y, 3, seed=8).shifted_a)
+    a, b = probes.build_probe_set(x, y, 3, 7, True), probes.build_probe_set(x, y, 3, 7, True)
+    np.testing.assert_array_equal(a.border.placed[0], b.border.placed[0])
+    other = probes.build_probe_set(x, y, 3, 8, True)
+    assert not np.array_equal(a.border.placed[0], other.border.placed[0])
+    assert probes.build_probe_set(x, y, 3, 7, border=False).border is None
+
+
+# ---------------------------------------------------------------- known-answer controls
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return controls._digits(1000, seed=0)
+
+
+def test_padding_controls_read_their_known_answers():
+    positive, negative = controls.padding_controls()
+    assert positive.measured == pytest.approx(0.5, abs=1e-9)  # exactly, by construction
+    assert negative.measured == 0.0
+    assert positive.passed and negative.passed
+
+
+def test_point_detector_cannot_see_the_outermost_row_under_valid():
+    x = np.zeros((2, 12, 12, 1), np.float32)
+    x[0, 0, 6] = 1.0  # outermost row
+    x[1, 6, 6] = 1.0  # interior
+    valid = controls.point_detector("valid").predict(x, verbose=0).argmax(-1)
+    same = controls.point_detector("same").predict(x, verbose=0).argmax(-1)
+    assert valid.tolist() == [0, 1] and same.tolist() == [1, 1]
+
+
+def test_shift_controls_read_their_known_answers(digits):
+    positive, negative = controls.shift_controls(digits[0][:300], digits[1][:300])
+    assert positive.measured == 1.0
+    assert negative.measured <= 0.1
+    assert positive.passed and negative.passed
+
+
+def test_overfitting_controls_read_their_known_answers(digits):
+    memorised, own = controls.overfitting_controls(*digits)
+    assert memorised.measured >= 0.2
+    assert own.measured == 0.0
+    assert memorised.passed and own.passed
+
+
+def test_probes_controls_command_passes_and_prints_each_control(capsys, tmp_path):
+    from cnnstudy.cli import main
+
+    out = tmp_path / "controls.csv"
+    assert main(["probes", "--controls", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("PASS") == 6 and "FAIL" not in text
+    assert "expected" in text and "measured" in text
+    assert out.read_text().count("PASS") == 6
+
+
+def test_probes_controls_command_exits_nonzero_on_a_fail(monkeypatch, capsys):
+    from cnnstudy.cli import main
+
+    bad = controls.Control("broken", "probe", 1.0, 0.0, "measured >= 0.99", False)
+    monkeypatch.setattr(controls, "run_controls", lambda progress=None: [progress(bad), bad][1:])
+    assert main(["probes", "--controls"]) == 1
+    assert "FAIL" in capsys.readouterr().out

@@ -109,7 +109,12 @@ def test_verdicts_and_claims_have_the_promised_columns(report):
     assert set(v["factor"]) == {"padding", "downsampling"}
     c = pd.read_csv(out / "claims.csv")
     assert {"claim", "metric", "evidence", "verdict"} <= set(c.columns)
-    assert set(c["verdict"]) <= {"supported", "refuted", "inconclusive"}
+    assert set(c["verdict"]) <= {"supported", "refuted", "inconclusive", "not tested in this study"}
+    # the tiny study has maxpool and stride but no blurpool or allconv
+    tested = c.set_index("claim")["verdict"] != "not tested in this study"
+    assert tested["pooling gives invariance to small translations"]
+    assert tested["same padding keeps border information"]  # gap head: the border probe ran
+    assert not tested["blur pooling restores shift consistency (Zhang 2019)"]
 
 
 def test_report_is_logged_to_the_parent_run(report):

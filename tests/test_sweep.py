@@ -37,7 +37,15 @@ FINAL = {
     "infer_images_per_second",
 }
 EPOCH = {"loss", "accuracy", "val_loss", "val_accuracy"}
-PROBES = {"shift_consistency", "border_accuracy", "center_accuracy", "generalization_gap"}
+PROBES = {
+    "shift_consistency",
+    "consistency_d1",
+    "shifted_accuracy_d1",
+    "border_drop",  # the tiny sweep has a gap head: the border probe runs
+    "edge_accuracy_d0",
+    "centre_accuracy",
+    "generalization_gap",
+}
 
 
 def test_parent_and_children_are_tagged_and_complete(tiny_sweep):

@@ -1,96 +1,162 @@
-"""Probes of the textbook claims, run on each replicate trial's trained model.
+"""Probes of the textbook claims, each validated on known-answer controls (``nets.controls``).
 
-- ``shift_consistency`` (Zhang 2019): the share of test images whose top-1 class is
-  the same under two independent random shifts of up to k px (zero-filled).
-- ``border_accuracy`` / ``center_accuracy``: the same test images, translated so that
-  their content's bounding box (pixels > 0.1) touches one image edge (an edge drawn
-  per image; the other axis stays centred), against translated so the box is centred.
-  No content pixel is cut off by either translation.
-- ``generalization_gap``: train accuracy - test accuracy at the end of training.
+- **Shift consistency**, in the form of Zhang 2019 (adobe/antialiased-cnns,
+  ``validate_diagonal``): for each shift size delta = 1..k, the share of test images whose
+  top-1 class is the same on the image and on its *circular* shift by (delta, delta). A
+  circular shift keeps every pixel of real content (nothing is cut off or zero-filled in);
+  on digits with an empty margin wider than delta it equals a plain translation. Reported
+  per delta, so aliasing shows (a stride-s network is often consistent at delta = s and not
+  at delta = 1), beside the accuracy on the shifted images.
+- **Border probe** (padding): the trained network is moved onto a larger canvas (``margin``
+  px of zeros on every side; a ``gap`` head makes the weights size-agnostic) and each test
+  digit is placed with its content box at distance d from one edge (drawn per image by the
+  probe seed; centred along the other axis), and at the canvas centre. A convolutional
+  network with a ``gap`` head depends on absolute position only through the border (and
+  the stride phase), so ``border_drop = acc(d = 0) - acc(centre)`` measures what the
+  network loses on content at the border; the padding claim is the difference in
+  differences, ``border_drop(same) - border_drop(valid)``, paired by seed. A ``flatten``
+  head ties weights to positions, so there the probe does not apply.
+- **Generalization gap**: accuracy on a fixed training sample (evaluation mode, after
+  training) minus test accuracy. The claim compares it only between converged variants.
 
-All random draws come from ``probe_seed``: every variant sees the same shifted images.
+All random draws come from ``probe_seed``: every variant sees the same images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnnstudy.nets.imageops import content_boxes, random_shifts, shift_each
+from cnnstudy.nets.imageops import content_boxes, shift_each
+
+Predict = Callable[[np.ndarray], np.ndarray]  # images -> class scores
+BORDER_DISTANCES = (0, 1, 2, 4, 8)  # px from the content box to the nearest canvas edge
+BORDER_MARGIN = 8  # px of canvas added on every side for the border probe
+
+
+# ---------------------------------------------------------------- shift consistency
+
+
+def circular_shift(x: np.ndarray, delta: int) -> np.ndarray:
+    """Every image rolled delta px down and delta px right (diagonal, wrapping around)."""
+    return np.roll(x, (delta, delta), axis=(1, 2))
+
+
+def shift_views(x: np.ndarray, k: int) -> list[np.ndarray]:
+    """The shifted views for delta = 1..k."""
+    return [circular_shift(x, d) for d in range(1, k + 1)]
+
+
+def shift_metrics(base_scores: np.ndarray, view_scores: list[np.ndarray], y: np.ndarray) -> dict:
+    """Consistency and accuracy per delta, and their means over delta = 1..k."""
+    base = np.argmax(base_scores, axis=-1)
+    out: dict[str, float] = {}
+    for d, scores in enumerate(view_scores, start=1):
+        pred = np.argmax(scores, axis=-1)
+        out[f"consistency_d{d}"] = float(np.mean(pred == base))
+        out[f"shifted_accuracy_d{d}"] = float(np.mean(pred == y))
+    k = len(view_scores)
+    out["shift_consistency"] = float(np.mean([out[f"consistency_d{d}"] for d in range(1, k + 1)]))
+    out["shifted_accuracy"] = float(np.mean([out[f"shifted_accuracy_d{d}"] for d in range(1, k + 1)]))
+    return out
+
+
+# ---------------------------------------------------------------- border probe
+
+
+def place(
+    x: np.ndarray, margin: int, distance: int | None, edges: np.ndarray
+) -> np.ndarray:
+    """Images on a canvas ``margin`` px larger on every side, each content box at
+    ``distance`` px from edge ``edges[i]`` (0 top, 1 bottom, 2 left, 3 right) and centred
+    along the other axis; ``distance=None`` centres it on both axes."""
+    canvas = np.pad(x, ((0, 0), (margin, margin), (margin, margin), (0, 0)))
+    h, w = canvas.shape[1:3]
+    top, bottom, left, right = content_boxes(canvas).T
+    dy = np.round((h - 1) / 2 - (top + bottom) / 2).astype(int)
+    dx = np.round((w - 1) / 2 - (left + right) / 2).astype(int)
+    if distance is not None:
+        dy = np.where(edges == 0, distance - top, np.where(edges == 1, h - 1 - distance - bottom, dy))
+        dx = np.where(edges == 2, distance - left, np.where(edges == 3, w - 1 - distance - right, dx))
+    return shift_each(canvas, dy, dx)
+
+
+@dataclass
+class BorderSet:
+    """The border probe's inputs: one canvas batch per distance, and the centred one."""
+
+    margin: int
+    distances: tuple[int, ...]
+    placed: list[np.ndarray]
+    centre: np.ndarray
+
+    def inputs(self) -> list[np.ndarray]:
+        return [*self.placed, self.centre]
+
+
+def build_border_set(
+    x: np.ndarray,
+    seed: int,
+    margin: int = BORDER_MARGIN,
+    distances: tuple[int, ...] = BORDER_DISTANCES,
+) -> BorderSet:
+    edges = np.random.default_rng([seed, 2]).integers(0, 4, size=len(x))
+    placed = [place(x, margin, d, edges) for d in distances]
+    return BorderSet(margin, tuple(distances), placed, place(x, margin, None, edges))
+
+
+def border_metrics(scores: list[np.ndarray], y: np.ndarray, distances: tuple[int, ...]) -> dict:
+    """Accuracy per distance, at the centre, and border_drop = acc(d = 0) - acc(centre)."""
+    acc = [float(np.mean(np.argmax(s, axis=-1) == y)) for s in scores]
+    out = {f"edge_accuracy_d{d}": a for d, a in zip(distances, acc, strict=False)}
+    out["centre_accuracy"] = acc[-1]
+    out["border_drop"] = out[f"edge_accuracy_d{distances[0]}"] - acc[-1]
+    return out
+
+
+def border_probe(predict: Predict, border: BorderSet, y: np.ndarray) -> dict:
+    scores = [predict(x) for x in border.inputs()]
+    return border_metrics(scores, y, border.distances)
+
+
+def difference_in_differences(same: dict, valid: dict) -> float:
+    """(edge - centre) for ``same`` minus the same for ``valid``: > 0 means ``same`` loses
+    less at the border."""
+    return same["border_drop"] - valid["border_drop"]
+
+
+# ---------------------------------------------------------------- the probe set of a sweep
 
 
 @dataclass
 class ProbeSet:
-    """The probe inputs of one sweep: built once from the test split, shared by all trials."""
+    """A sweep's probe inputs, built once from the test split and shared by every trial.
 
-    shifted_a: np.ndarray
-    shifted_b: np.ndarray
-    center: np.ndarray
-    border: np.ndarray
+    ``views`` have the model's own input size (predicted with the test split in one pass);
+    ``border`` is on the larger canvas and needs a model rebuilt at that size."""
+
     y: np.ndarray
-    mean_border_offset: float  # px between the centred and the border placement
+    views: list[np.ndarray]
+    border: BorderSet | None = field(default=None)
 
     def inputs(self) -> list[np.ndarray]:
-        return [self.shifted_a, self.shifted_b, self.center, self.border]
+        return list(self.views)
 
 
-def centre_offsets(boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    top, bottom, left, right = boxes.T
-    dy = np.round((h - 1) / 2 - (top + bottom) / 2).astype(int)
-    dx = np.round((w - 1) / 2 - (left + right) / 2).astype(int)
-    return dy, dx
-
-
-def border_offsets(
-    boxes: np.ndarray, edges: np.ndarray, h: int, w: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets that move each box onto its edge, centring it along the other axis."""
-    top, bottom, left, right = boxes.T
-    dy, dx = centre_offsets(boxes, h, w)
-    dy = np.where(edges == 0, -top, np.where(edges == 1, h - 1 - bottom, dy))
-    dx = np.where(edges == 2, -left, np.where(edges == 3, w - 1 - right, dx))
-    return dy, dx
-
-
-def build_probe_set(x_test: np.ndarray, y_test: np.ndarray, k: int, seed: int) -> ProbeSet:
-    rng = np.random.default_rng(seed)
-    n, h, w = x_test.shape[:3]
-    a = shift_each(x_test, *random_shifts(rng, n, k))
-    b = shift_each(x_test, *random_shifts(rng, n, k))
-    boxes = content_boxes(x_test)
-    cdy, cdx = centre_offsets(boxes, h, w)
-    edges = rng.integers(0, 4, size=n)
-    bdy, bdx = border_offsets(boxes, edges, h, w)
+def build_probe_set(
+    x_test: np.ndarray, y_test: np.ndarray, k: int, seed: int, border: bool
+) -> ProbeSet:
     return ProbeSet(
-        shifted_a=a,
-        shifted_b=b,
-        center=shift_each(x_test, cdy, cdx),
-        border=shift_each(x_test, bdy, bdx),
         y=np.asarray(y_test),
-        mean_border_offset=float(np.mean(np.hypot(bdy - cdy, bdx - cdx))),
+        views=shift_views(x_test, k),
+        border=build_border_set(x_test, seed) if border else None,
     )
 
 
-def run_probes(predict, probes: ProbeSet, train_accuracy: float, test_accuracy: float) -> dict:  # noqa: ANN001
-    """``predict`` maps images to class scores (e.g. a bound ``model.predict``)."""
-    scores = [predict(x) for x in probes.inputs()]
-    return probe_metrics(scores, probes.y, train_accuracy, test_accuracy)
-
-
-def probe_metrics(
-    scores: list[np.ndarray], y: np.ndarray, train_accuracy: float, test_accuracy: float
-) -> dict:
-    """The probe metrics from class scores of ``ProbeSet.inputs()``, in that order."""
-    a, b, center_scores, border_scores = (np.argmax(s, axis=-1) for s in scores)
-    consistency = float(np.mean(a == b))
-    border = float(np.mean(border_scores == y))
-    center = float(np.mean(center_scores == y))
+def gap_metrics(train_accuracy: float, test_accuracy: float) -> dict:
     return {
-        "shift_consistency": consistency,
-        "border_accuracy": border,
-        "center_accuracy": center,
-        "border_minus_center": border - center,
         "train_accuracy": train_accuracy,
         "generalization_gap": train_accuracy - test_accuracy,
     }

@@ -173,33 +173,42 @@ def cost_tradeoffs(summary: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _per_step(runs: pd.DataFrame, prefix: str, name: str) -> pd.DataFrame:
+    """Long table of ``<prefix><step>`` columns: one row per run and step."""
+    cols = [c for c in runs if c.startswith(prefix) and c[len(prefix):].isdigit()]
+    long = runs.melt(id_vars=["variant"], value_vars=cols, var_name=name, value_name="value")
+    long[name] = long[name].str[len(prefix):].astype(int)
+    return long.dropna(subset=["value"])
+
+
 def probes(runs: pd.DataFrame, path: Path) -> Path:
-    """Each probe per variant: grey points are seeds, bars are 95% t-intervals of the mean."""
+    """The probes: shift consistency and accuracy per shift size, accuracy per distance from
+    the canvas edge (gap head), and the generalization gap. Mean and 95% band over seeds."""
     order = _order(runs)
-    metrics = (
-        ("shift_consistency", "shift consistency"),
-        ("border_minus_center", "border - centre accuracy"),
-        ("generalization_gap", "generalization gap (train - test)"),
-    )
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (metric, title) in zip(axes, metrics, strict=True):
-        sns.pointplot(
-            data=runs,
-            x="variant",
-            y=metric,
-            order=order,
-            hue="variant",
-            hue_order=order,
-            palette=palette(),
-            errorbar=T95,
-            linestyle="none",
-            capsize=0.2,
-            ax=ax,
-            legend=False,
-        )
-        sns.stripplot(data=runs, x="variant", y=metric, order=order, color="0.6", size=3, ax=ax)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    panels = (
+        ("consistency_d", "delta (px, diagonal circular shift)", "shift consistency"),
+        ("shifted_accuracy_d", "delta (px, diagonal circular shift)", "accuracy on shifted images"),
+        ("edge_accuracy_d", "distance of the content to the canvas edge (px)",
+         "accuracy by distance to the edge"),
+    )  # fmt: skip
+    for ax, (prefix, xlabel, title) in zip(axes, panels, strict=False):
+        long = _per_step(runs, prefix, "step")
         ax.set_title(title)
-        ax.set_xlabel("")
-        ax.tick_params(axis="x", rotation=35)
-    axes[1].axhline(0, color="tab:red", lw=1, ls="--")
+        ax.set_xlabel(xlabel)
+        if long.empty:
+            ax.text(0.5, 0.5, "not measured\n(border probe needs a gap head)", ha="center",
+                    va="center", transform=ax.transAxes)  # fmt: skip
+            continue
+        sns.lineplot(data=long, x="step", y="value", hue="variant", hue_order=order,
+                     palette=palette(), errorbar=T95, marker="o", ax=ax, legend=False)  # fmt: skip
+        ax.set_ylabel("")
+    sns.pointplot(data=runs, x="variant", y="generalization_gap", order=order, hue="variant",
+                  hue_order=order, palette=palette(), errorbar=T95, linestyle="none",
+                  capsize=0.2, ax=axes[3], legend=False)  # fmt: skip
+    axes[3].set_title("generalization gap (train - test)")
+    axes[3].set_xlabel("")
+    axes[3].tick_params(axis="x", rotation=35)
+    handles = [plt.Line2D([], [], color=palette()[v], marker="o", label=v) for v in order]
+    axes[0].legend(handles=handles, fontsize=7, loc="lower left")
     return _save(fig, path)

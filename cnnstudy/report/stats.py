@@ -15,14 +15,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cnnstudy.report.primary import ALPHA, complete_seeds, holm
+from cnnstudy.report.primary import (
+    ALPHA,
+    Contrast,
+    Primary,
+    complete_seeds,
+    contrast,
+    contrast_vector,
+    fit_primary,
+    holm,
+)
 
 SUMMARY_METRICS = (
     "test_accuracy",
     "shift_consistency",
-    "border_accuracy",
-    "center_accuracy",
-    "border_minus_center",
+    "shifted_accuracy",
+    "border_drop",
     "generalization_gap",
     "train_seconds",
     "train_images_per_second",
@@ -103,98 +111,167 @@ def paired_test(a: pd.Series, b: pd.Series) -> Paired:
     return Paired(d, float(d.mean()), low, high, p, dz, *ci90)
 
 
-def _group_mean(runs: pd.DataFrame, downsamples: list[str], metric: str) -> pd.Series:
-    return runs[runs["downsample"].isin(downsamples)].groupby("seed")[metric].mean()
+NOT_TESTED = "not tested in this study"
+POOLS = ("maxpool", "avgpool")  # downsampling by a pooling layer
+STRIDES = ("stride", "allconv")  # downsampling by a strided convolution
 
 
-def _directional(res: Paired, p_adj: float, good_if_positive: bool) -> str:
-    significant = np.isfinite(p_adj) and p_adj < ALPHA and (res.ci_low > 0 or res.ci_high < 0)
-    if not significant:
-        return "inconclusive"
-    return "supported" if (res.mean > 0) == good_if_positive else "refuted"
-
-
-def _fmt_ci(res: Paired, scale: float = 100, unit: str = " pts") -> str:
+def _fmt(c: Contrast, scale: float = 100, unit: str = " pts") -> str:
     return (
-        f"{res.mean * scale:+.2f}{unit} [95% CI {res.ci_low * scale:+.2f}, "
-        f"{res.ci_high * scale:+.2f}], n={len(res.diffs)}"
+        f"{c.estimate * scale:+.2f}{unit} [95% CI {c.ci95[0] * scale:+.2f}, "
+        f"{c.ci95[1] * scale:+.2f}]"
     )
 
 
-def claims(runs: pd.DataFrame, margin: float, timing: pd.DataFrame | None = None) -> pd.DataFrame:
-    """claims.csv: each textbook claim, its metric, the evidence, and a verdict."""
+def _verdict_row(verdicts: pd.DataFrame, a: str, b: str) -> pd.Series | None:
+    rows = verdicts[(verdicts["factor"] == "downsampling") & (verdicts["a"] == a) & (verdicts["b"] == b)]
+    if len(rows):
+        return rows.iloc[0]
+    rows = verdicts[(verdicts["factor"] == "downsampling") & (verdicts["a"] == b) & (verdicts["b"] == a)]
+    if not len(rows):
+        return None
+    r = rows.iloc[0].copy()  # flip to a - b
+    r["a"], r["b"] = a, b
+    r["mean_diff"], r["ci_low"], r["ci_high"] = -r["mean_diff"], -r["ci_high"], -r["ci_low"]
+    return r
+
+
+def _pts(r: pd.Series) -> str:
+    return (
+        f"{r['a']} - {r['b']}: {r['mean_diff'] * 100:+.2f} pts [95% CI {r['ci_low'] * 100:+.2f}, "
+        f"{r['ci_high'] * 100:+.2f}], 90% CI [{r['equiv_ci_low'] * 100:+.2f}, "
+        f"{r['equiv_ci_high'] * 100:+.2f}] (primary analysis: {r['verdict']})"
+    )
+
+
+def _as_good_as(r: pd.Series) -> str:
+    """'a is as good as b' from the primary analysis' verdict on a vs b."""
+    if r["verdict"] in ("equivalent", f"{r['a']} wins"):
+        return "supported"
+    return "refuted" if r["verdict"] == f"{r['b']} wins" else "inconclusive"
+
+
+def claims(
+    runs: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    margin: float,
+    timing: pd.DataFrame | None = None,
+    rising: list[str] | None = None,
+) -> pd.DataFrame:
+    """claims.csv: each textbook claim, its metric, the evidence, and a verdict.
+
+    Accuracy claims are read off the primary analysis (``verdicts``), so they cannot
+    disagree with it. Probe claims contrast level groups on the same model (OLS with the
+    seed block) fitted to the probe's metric, Holm-adjusted over the probe claims. A claim
+    whose variants or probe are missing from the study is "not tested in this study".
+    """
     runs = complete_seeds(runs)
     present = set(runs["downsample"])
-    pools = [d for d in ("maxpool", "avgpool") if d in present]
+    pools = [d for d in POOLS if d in present]
+    strides = [d for d in STRIDES if d in present]
+    rising = list(rising or [])
     rows: list[dict] = []
-    tests: list[tuple[dict, Paired, bool | None]] = []
+    probe_tests: list[tuple[dict, Contrast, bool]] = []
+    models: dict[str, Primary] = {}
 
-    def add(claim: str, metric: str, res: Paired | None, good_if_positive: bool | None, text: str):
-        row = {"claim": claim, "metric": metric, "evidence": text, "verdict": "inconclusive"}
+    def add(claim: str, metric: str, evidence: str, verdict: str, p: float = np.nan) -> dict:
+        row = {"claim": claim, "metric": metric, "evidence": evidence, "verdict": verdict,
+               "p_adjusted": p}  # fmt: skip
         rows.append(row)
-        if res is not None:
-            tests.append((row, res, good_if_positive))
+        return row
 
-    has_stride = "stride" in present and bool(pools)
-    if has_stride:
-        r = paired_test(
-            _group_mean(runs, pools, "shift_consistency"),
-            _group_mean(runs, ["stride"], "shift_consistency"),
-        )
-        add(
-            "pooling gives invariance to small translations",
-            "shift_consistency",
-            r,
-            True,
-            f"pool - stride: {_fmt_ci(r)}",
-        )
-        r = paired_test(
-            _group_mean(runs, pools, "generalization_gap"),
-            _group_mean(runs, ["stride"], "generalization_gap"),
-        )
-        add(
-            "pooling reduces overfitting",
-            "generalization_gap",
-            r,
-            False,
-            f"pool - stride gap: {_fmt_ci(r)}",
-        )
-        r = paired_test(
-            _group_mean(runs, ["stride"], "test_accuracy"),
-            _group_mean(runs, pools, "test_accuracy"),
-        )
-        add(
-            "stride downsampling is as good as pooling",
-            "test_accuracy",
-            r,
-            None,
-            f"stride - pool: {_fmt_ci(r)}; 90% CI [{r.ci90_low * 100:+.2f}, "
-            f"{r.ci90_high * 100:+.2f}] pts vs margin +-{margin * 100:.2g} pts",
-        )
-    if {"maxpool", "avgpool"} <= present:
-        r = paired_test(
-            _group_mean(runs, ["maxpool"], "test_accuracy"),
-            _group_mean(runs, ["avgpool"], "test_accuracy"),
-        )
-        add(
-            "max pooling beats average pooling",
-            "test_accuracy",
-            r,
-            True,
-            f"max - avg: {_fmt_ci(r)}",
-        )
-    if {"same", "valid"} <= set(runs["padding"]):
-        same = runs[runs["padding"] == "same"].groupby("seed")["border_minus_center"].mean()
-        valid = runs[runs["padding"] == "valid"].groupby("seed")["border_minus_center"].mean()
-        r = paired_test(same, valid)
-        add(
-            "same padding keeps border information",
-            "border_accuracy - center_accuracy",
-            r,
-            True,
-            f"(border - centre) same minus valid: {_fmt_ci(r)}",
-        )
-    if has_stride and timing is not None and not timing.empty:
+    def group(metric: str, column: str, a: list[str], b: list[str]) -> Contrast:
+        if metric not in models:
+            models[metric] = fit_primary(runs, metric)
+        m = models[metric]
+        data = m.data
+        return contrast(m, contrast_vector(m, data[column].isin(a), data[column].isin(b)))
+
+    def probe_claim(claim: str, metric: str, c: Contrast, positive_supports: bool, text: str):
+        row = add(claim, metric, f"{text}: {_fmt(c)}", "inconclusive")
+        probe_tests.append((row, c, positive_supports))
+        return row
+
+    # -- shift consistency
+    claim = "pooling gives invariance to small translations"
+    if pools and strides and "shift_consistency" in runs:
+        c = group("shift_consistency", "downsample", pools, strides)
+        probe_claim(claim, "shift_consistency (circular diagonal shifts, mean over delta)", c,
+                    True, f"{'/'.join(pools)} - {'/'.join(strides)}")  # fmt: skip
+    else:
+        add(claim, "shift_consistency", "needs a pooling and a strided level", NOT_TESTED)
+    claim = "blur pooling restores shift consistency (Zhang 2019)"
+    if {"blurpool", "maxpool"} <= present and "shift_consistency" in runs:
+        c = group("shift_consistency", "downsample", ["blurpool"], ["maxpool"])
+        probe_claim(claim, "shift_consistency (circular diagonal shifts, mean over delta)", c,
+                    True, "blurpool - maxpool")  # fmt: skip
+    else:
+        add(claim, "shift_consistency", "needs blurpool and maxpool variants", NOT_TESTED)
+
+    # -- overfitting: only between converged variants
+    claim = "pooling reduces overfitting"
+    if pools and strides and "generalization_gap" in runs:
+        c = group("generalization_gap", "downsample", pools, strides)
+        involved = [v for v in rising if v.split("_", 1)[-1] in pools + strides]
+        row = probe_claim(claim, "generalization_gap (train - test accuracy, at convergence)",
+                          c, False, f"gap {'/'.join(pools)} - {'/'.join(strides)}")  # fmt: skip
+        if involved:  # still under-fitting: a gap there is not overfitting
+            row["evidence"] += f"; still rising (not converged): {', '.join(involved)}"
+            row["_underfit"] = True
+    else:
+        add(claim, "generalization_gap", "needs a pooling and a strided level", NOT_TESTED)
+
+    # -- accuracy: from the primary analysis
+    for level in ("stride", "allconv"):
+        claim = f"stride downsampling is as good as pooling ({level} vs maxpool)"
+        r = _verdict_row(verdicts, level, "maxpool")
+        if r is None:
+            add(claim, "test_accuracy", f"needs {level} and maxpool variants", NOT_TESTED)
+        else:
+            add(claim, "test_accuracy", _pts(r), _as_good_as(r), float(r["p_adjusted"]))
+    claim = ("an extra stride-2 conv matches max pooling while raising the previous conv's "
+             "stride does not (All-CNN)")  # fmt: skip
+    extra, raised = _verdict_row(verdicts, "allconv", "maxpool"), _verdict_row(
+        verdicts, "stride", "maxpool"
+    )
+    if extra is None or raised is None:
+        add(claim, "test_accuracy", "needs maxpool, stride and allconv variants", NOT_TESTED)
+    else:
+        matches, falls_short = _as_good_as(extra), raised["verdict"] == "maxpool wins"
+        if matches == "supported" and falls_short:
+            v = "supported"
+        elif matches == "refuted" or _as_good_as(raised) == "supported":
+            v = "refuted"
+        else:
+            v = "inconclusive"
+        text = f"{_pts(extra)}; {_pts(raised)}"
+        control = _verdict_row(verdicts, "convpool", "maxpool")
+        if control is not None:
+            text += f"; extra layer alone (ConvPool control): {_pts(control)}"
+        p = max(float(extra["p_adjusted"]), float(raised["p_adjusted"]))
+        add(claim, "test_accuracy", text, v, p)
+    claim = "max pooling beats average pooling"
+    r = _verdict_row(verdicts, "maxpool", "avgpool")
+    if r is None:
+        add(claim, "test_accuracy", "needs maxpool and avgpool variants", NOT_TESTED)
+    else:
+        v = {"maxpool wins": "supported", "inconclusive": "inconclusive"}.get(r["verdict"], "refuted")
+        add(claim, "test_accuracy", _pts(r), v, float(r["p_adjusted"]))
+
+    # -- padding: the border probe's difference in differences
+    claim = "same padding keeps border information"
+    if {"same", "valid"} <= set(runs["padding"]) and runs.get("border_drop") is not None \
+            and runs["border_drop"].notna().all():  # fmt: skip
+        c = group("border_drop", "padding", ["same"], ["valid"])
+        probe_claim(claim, "border_drop = acc(content on an edge) - acc(centred), gap head", c,
+                    True, "(edge - centre) same minus valid")  # fmt: skip
+    else:
+        add(claim, "border_drop", "needs both paddings and a gap head (the border probe moves "
+            "the trained network onto a larger canvas)", NOT_TESTED)  # fmt: skip
+
+    # -- cost
+    claim = "stride is cheaper than conv + pool"
+    if "stride" in present and pools and timing is not None and not timing.empty:
         macs = runs.groupby("downsample")["macs"].mean()
         level = timing["variant"].map(
             runs.drop_duplicates("variant").set_index("variant")["downsample"]
@@ -206,28 +283,29 @@ def claims(runs: pd.DataFrame, margin: float, timing: pd.DataFrame | None = None
             .unstack("downsample")
         )
         r = paired_test(rate["stride"], rate[pools].mean(axis=1))
-        cheaper = macs["stride"] < macs[pools].mean()
-        add(
-            "stride is cheaper than conv + pool",
-            "macs, train_images_per_second (timing pass)",
-            r,
-            True,
-            f"MACs stride {macs['stride'] / 1e6:.2f}M vs pool {macs[pools].mean() / 1e6:.2f}M; "
-            f"interleaved timing, stride - pool: {_fmt_ci(r, 1, ' img/s')} (rounds)",
-        )
-        rows[-1]["_macs_cheaper"] = cheaper
+        c = Contrast(r.mean, r.ci_high - r.mean, len(r.diffs) - 1, r.p_value, (r.ci_low, r.ci_high),
+                     (r.ci90_low, r.ci90_high))  # fmt: skip
+        row = probe_claim(claim, "macs, train_images_per_second (timing pass)", c, True,
+                          f"MACs stride {macs['stride'] / 1e6:.2f}M vs pool "
+                          f"{macs[pools].mean() / 1e6:.2f}M; interleaved timing, stride - pool "
+                          "(img/s, paired by round)")  # fmt: skip
+        row["evidence"] = row["evidence"].replace(_fmt(c), _fmt(c, 1, " img/s"))
+        row["_macs_cheaper"] = bool(macs["stride"] < macs[pools].mean())
+    else:
+        add(claim, "macs, train_images_per_second", "needs stride, a pooling level and the "
+            "timing pass", NOT_TESTED)  # fmt: skip
 
-    p_adj = holm([res.p_value for _, res, _ in tests])
-    for (row, res, good), p in zip(tests, p_adj, strict=True):
+    p_adj = holm([c.p_value for _, c, _ in probe_tests])
+    for (row, c, positive), p in zip(probe_tests, p_adj, strict=True):
         row["p_adjusted"] = p
-        if good is None:  # an equivalence claim: TOST (90% CI inside +-margin), or clearly worse
-            within = -margin < res.ci90_low and res.ci90_high < margin
-            worse = p < ALPHA and res.ci_high < -margin
-            row["verdict"] = "supported" if within else ("refuted" if worse else "inconclusive")
-        else:
-            row["verdict"] = _directional(res, p, good)
-        if "_macs_cheaper" in row:
-            if not row.pop("_macs_cheaper"):
-                row["verdict"] = "refuted"
+        significant = np.isfinite(p) and p < ALPHA and (c.ci95[0] > 0 or c.ci95[1] < 0)
+        if significant:
+            row["verdict"] = "supported" if (c.estimate > 0) == positive else "refuted"
+        elif -margin < c.ci90[0] and c.ci90[1] < margin and "_macs_cheaper" not in row:
+            row["verdict"] = "refuted"  # equivalent within the margin: no effect of interest
+        if row.pop("_underfit", False):
+            row["verdict"] = "inconclusive"
+        if "_macs_cheaper" in row and not row.pop("_macs_cheaper"):
+            row["verdict"] = "refuted"
     df = pd.DataFrame(rows)
     return df[["claim", "metric", "evidence", "verdict", "p_adjusted"]]

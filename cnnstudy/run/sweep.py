@@ -175,7 +175,11 @@ class Sweep:
         self.best: dict[str, dict[str, Any]] = {}
         f = study.fixed
         self.probe_set = probes.build_probe_set(
-            splits.x_test, splits.y_test, k=f["probe_shift"], seed=f["probe_seed"]
+            splits.x_test,
+            splits.y_test,
+            k=f["probe_shift"],
+            seed=f["probe_seed"],
+            border=f["head"] == "gap",  # a flatten head ties weights to the input size
         )
         # Everything the trained model is scored on, predicted in one pass: the test split,
         # a fixed training sample the size of the test split (for train accuracy), the probes.
@@ -347,6 +351,7 @@ class Sweep:
         }
         if stage == REPLICATE:
             metrics.update(self._evaluate(model))
+            metrics.update(self._border(model, variant, settings))
         final = {k: v for k, v in metrics.items() if k not in training.EPOCH_METRICS}
         self.tracker.log_metrics(run_id, final, step=settings["epochs"])  # curves logged per epoch
         self._log_curve(run_id, fit.history, variant.name, seed)
@@ -363,12 +368,21 @@ class Sweep:
         return {
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
-            **probes.probe_metrics(
-                parts[2:], self.probe_set.y, train["accuracy"], test["accuracy"]
-            ),
-            "border_offset_px": self.probe_set.mean_border_offset,
+            **probes.shift_metrics(parts[0], parts[2:], self.probe_set.y),
+            **probes.gap_metrics(train["accuracy"], test["accuracy"]),
             "infer_images_per_second": infer_rate,
         }
+
+    def _border(self, model: keras.Model, variant, settings: dict) -> dict[str, float]:  # noqa: ANN001
+        """The border probe: the trained weights on the larger canvas (gap head only)."""
+        border = self.probe_set.border
+        if border is None:
+            return {}
+        big = build_model(variant, settings, border.placed[0].shape[1:], self.study.n_classes)
+        big.set_weights(model.get_weights())
+        return probes.border_probe(
+            lambda x: big.predict(x, batch_size=256, verbose=0), border, self.probe_set.y
+        )
 
     # -- artifacts
     def _log_table(self, run_id: str, table: list[dict]) -> None:
