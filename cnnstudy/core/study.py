@@ -346,6 +346,7 @@ class FixedSection(_Model):
     dropout: float = _field("fixed", "dropout", ge=0, lt=1)
     weight_decay: float = _field("fixed", "weight_decay", ge=0)
     augment_shift: int = _field("fixed", "augment_shift", ge=0)
+    pad_input: int = _field("fixed", "pad_input", ge=0)
     val_fraction: float = _field("fixed", "val_fraction", gt=0, lt=1)
     test_fraction: float = _field("fixed", "test_fraction", gt=0, lt=1)
     split_seed: int = _field("fixed", "split_seed", ge=0)
@@ -585,7 +586,10 @@ class Study:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return datasets.REGISTRY[self.dataset].input_shape
+        """The network's input: the dataset's images with ``pad_input`` px of zeros around."""
+        h, w, c = datasets.REGISTRY[self.dataset].input_shape
+        pad = 2 * int(self.fixed.get("pad_input", 0))
+        return (h + pad, w + pad, c)
 
     @property
     def n_classes(self) -> int:

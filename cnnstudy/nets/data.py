@@ -287,11 +287,32 @@ def load_splits(
 def study_splits(study) -> Splits:  # noqa: ANN001 - a core.study.Study
     """The study's stratified train/val/test split (loaded once per sweep)."""
     f = study.fixed
-    return load_splits(
+    splits = load_splits(
         study.dataset,
         data_path=study.data_path,
         val_fraction=f["val_fraction"],
         test_fraction=f["test_fraction"],
         split_seed=f["split_seed"],
         limit=study.limit,
+    )
+    return pad_splits(splits, int(f.get("pad_input", 0)))
+
+
+def pad_splits(splits: Splits, pad: int) -> Splits:
+    """Every image with ``pad`` px of zeros around it (the study's ``pad_input``)."""
+    if pad <= 0:
+        return splits
+    width = ((0, 0), (pad, pad), (pad, pad), (0, 0))
+
+    def grow(x: np.ndarray) -> np.ndarray:
+        return np.pad(x, width)
+
+    return Splits(
+        splits.dataset,
+        grow(splits.x_train),
+        splits.y_train,
+        grow(splits.x_val),
+        splits.y_val,
+        grow(splits.x_test),
+        splits.y_test,
     )
