@@ -28,8 +28,24 @@ def test_every_study_file_validates(path):
 def test_default_study_is_the_promised_one():
     study = load_study(ROOT / "experiments/default.toml")
     assert study.dataset == "mnist5k"
-    assert len(study.variants) == 6 and study.seeds >= 3
+    assert len(study.variants) == 8 and study.seeds >= 3
+    assert set(study.downsamplings) == {"maxpool", "avgpool", "stride", "allconv"}
+    assert study.fixed["head"] == "gap"  # the same head size under both paddings
+    assert study.input_shape == (32, 32, 1)  # pad_input = 2: room for 3 valid stages
     assert len(study.nuisance["learning_rate"].values) >= 2  # lr is really tuned
+
+
+def test_classic_and_isomacs_differ_from_default_only_where_they_say():
+    base = load_study(ROOT / "experiments/default.toml").resolved
+    for name, section, key, value in (
+        ("classic", "fixed", "head", "flatten"),
+        ("isomacs", "study", "match", "macs"),
+    ):
+        other = load_study(ROOT / f"experiments/{name}.toml").resolved
+        assert other[section][key] == value
+        for sec in ("scientific", "nuisance", "fixed"):
+            diff = {k for k in base[sec] if base[sec][k] != other[sec].get(k)}
+            assert diff <= ({key} if sec == section else set()), (name, diff)
 
 
 def test_smoke_study_is_one_seed_one_epoch():
