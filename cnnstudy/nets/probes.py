@@ -59,16 +59,16 @@ def shift_metrics(base_scores: np.ndarray, view_scores: list[np.ndarray], y: np.
         out[f"shifted_accuracy_d{d}"] = float(np.mean(pred == y))
     k = len(view_scores)
     out["shift_consistency"] = float(np.mean([out[f"consistency_d{d}"] for d in range(1, k + 1)]))
-    out["shifted_accuracy"] = float(np.mean([out[f"shifted_accuracy_d{d}"] for d in range(1, k + 1)]))
+    out["shifted_accuracy"] = float(
+        np.mean([out[f"shifted_accuracy_d{d}"] for d in range(1, k + 1)])
+    )
     return out
 
 
 # ---------------------------------------------------------------- border probe
 
 
-def place(
-    x: np.ndarray, margin: int, distance: int | None, edges: np.ndarray
-) -> np.ndarray:
+def place(x: np.ndarray, margin: int, distance: int | None, edges: np.ndarray) -> np.ndarray:
     """Images on a canvas ``margin`` px larger on every side, each content box at
     ``distance`` px from edge ``edges[i]`` (0 top, 1 bottom, 2 left, 3 right) and centred
     along the other axis; ``distance=None`` centres it on both axes."""
@@ -78,8 +78,12 @@ def place(
     dy = np.round((h - 1) / 2 - (top + bottom) / 2).astype(int)
     dx = np.round((w - 1) / 2 - (left + right) / 2).astype(int)
     if distance is not None:
-        dy = np.where(edges == 0, distance - top, np.where(edges == 1, h - 1 - distance - bottom, dy))
-        dx = np.where(edges == 2, distance - left, np.where(edges == 3, w - 1 - distance - right, dx))
+        dy = np.where(
+            edges == 0, distance - top, np.where(edges == 1, h - 1 - distance - bottom, dy)
+        )
+        dx = np.where(
+            edges == 2, distance - left, np.where(edges == 3, w - 1 - distance - right, dx)
+        )
     return shift_each(canvas, dy, dx)
 
 

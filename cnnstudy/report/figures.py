@@ -175,9 +175,9 @@ def cost_tradeoffs(summary: pd.DataFrame, path: Path) -> Path:
 
 def _per_step(runs: pd.DataFrame, prefix: str, name: str) -> pd.DataFrame:
     """Long table of ``<prefix><step>`` columns: one row per run and step."""
-    cols = [c for c in runs if c.startswith(prefix) and c[len(prefix):].isdigit()]
+    cols = [c for c in runs if c.startswith(prefix) and c[len(prefix) :].isdigit()]
     long = runs.melt(id_vars=["variant"], value_vars=cols, var_name=name, value_name="value")
-    long[name] = long[name].str[len(prefix):].astype(int)
+    long[name] = long[name].str[len(prefix) :].astype(int)
     return long.dropna(subset=["value"])
 
 

@@ -124,10 +124,14 @@ def _fmt(c: Contrast, scale: float = 100, unit: str = " pts") -> str:
 
 
 def _verdict_row(verdicts: pd.DataFrame, a: str, b: str) -> pd.Series | None:
-    rows = verdicts[(verdicts["factor"] == "downsampling") & (verdicts["a"] == a) & (verdicts["b"] == b)]
+    rows = verdicts[
+        (verdicts["factor"] == "downsampling") & (verdicts["a"] == a) & (verdicts["b"] == b)
+    ]
     if len(rows):
         return rows.iloc[0]
-    rows = verdicts[(verdicts["factor"] == "downsampling") & (verdicts["a"] == b) & (verdicts["b"] == a)]
+    rows = verdicts[
+        (verdicts["factor"] == "downsampling") & (verdicts["a"] == b) & (verdicts["b"] == a)
+    ]
     if not len(rows):
         return None
     r = rows.iloc[0].copy()  # flip to a - b
@@ -231,8 +235,9 @@ def claims(
             add(claim, "test_accuracy", _pts(r), _as_good_as(r), float(r["p_adjusted"]))
     claim = ("an extra stride-2 conv matches max pooling while raising the previous conv's "
              "stride does not (All-CNN)")  # fmt: skip
-    extra, raised = _verdict_row(verdicts, "allconv", "maxpool"), _verdict_row(
-        verdicts, "stride", "maxpool"
+    extra, raised = (
+        _verdict_row(verdicts, "allconv", "maxpool"),
+        _verdict_row(verdicts, "stride", "maxpool"),
     )
     if extra is None or raised is None:
         add(claim, "test_accuracy", "needs maxpool, stride and allconv variants", NOT_TESTED)
@@ -255,7 +260,9 @@ def claims(
     if r is None:
         add(claim, "test_accuracy", "needs maxpool and avgpool variants", NOT_TESTED)
     else:
-        v = {"maxpool wins": "supported", "inconclusive": "inconclusive"}.get(r["verdict"], "refuted")
+        v = {"maxpool wins": "supported", "inconclusive": "inconclusive"}.get(
+            r["verdict"], "refuted"
+        )
         add(claim, "test_accuracy", _pts(r), v, float(r["p_adjusted"]))
 
     # -- padding: the border probe's difference in differences
