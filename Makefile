@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+ATLAS ?= experiments/atlas.toml
 EXP ?= experiments/default.toml
 ARGS ?=
 PORT ?= 5000
@@ -39,6 +40,10 @@ sweep: $(BIN)/.installed ## tune + replicate every variant of EXP, logging to ML
 .PHONY: report
 report: $(BIN)/.installed ## write results/<study>/report.{html,md} from the latest sweep in MLflow
 	$(BIN)/cnnstudy report $(EXP) $(ARGS)
+
+.PHONY: atlas
+atlas: $(BIN)/.installed ## sweep + report every study of experiments/atlas.toml, pool them -> results/atlas/
+	$(BIN)/cnnstudy atlas $(ATLAS)
 
 .PHONY: shapes
 shapes: $(BIN)/.installed ## print every variant's layer shapes, params and MACs

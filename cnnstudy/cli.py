@@ -130,6 +130,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_atlas(args: argparse.Namespace) -> int:
+    from cnnstudy.run.atlas import load_atlas
+
+    atlas = load_atlas(args.atlas)  # every study file checked before anything trains
+    import_backend_quietly()
+    from cnnstudy.run.atlas import run_atlas
+
+    return run_atlas(atlas)
+
+
 def cmd_probes(args: argparse.Namespace) -> int:
     from cnnstudy.nets import controls, probes
 
@@ -243,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("variants", help="list the registered variants")
     p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("atlas", help="sweep + report every study of an atlas file, then pool")
+    p.add_argument(
+        "atlas",
+        nargs="?",
+        default="experiments/atlas.toml",
+        help="atlas file (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_atlas)
 
     p = sub.add_parser("probes", help="the claim probes; --controls checks them on known answers")
     p.add_argument(

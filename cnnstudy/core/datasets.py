@@ -20,11 +20,16 @@ class DatasetInfo:
     cache_names: tuple[str, ...] = ()  # what it leaves under $KERAS_HOME/datasets
 
 
+CANVAS = 40  # px: the translated and cluttered canvases
 REGISTRY: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
         DatasetInfo("mnist5k", (28, 28, 1), 10, True, 255.0),
         DatasetInfo("digits", (8, 8, 1), 10, True, 16.0),
+        # mnist5k digits pasted at random places on a 40x40 canvas (translated MNIST, Jaderberg
+        # et al. 2015), and the same plus 8x8 fragments of other digits as clutter
+        DatasetInfo("mnist5k_translated", (CANVAS, CANVAS, 1), 10, True, 255.0),
+        DatasetInfo("mnist5k_cluttered", (CANVAS, CANVAS, 1), 10, True, 255.0),
         DatasetInfo(
             "mnist",
             (28, 28, 1),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnstudy.core.datasets import REGISTRY, DatasetInfo  # noqa: F401 (re-exported)
+from cnnstudy.core.datasets import CANVAS, REGISTRY, DatasetInfo  # noqa: F401 (re-exported)
 
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
 
@@ -154,11 +154,53 @@ _CORRUPT = (
 )
 
 
-def load_raw(name: str, data_path: str = "") -> Raw:
-    """The dataset's arrays as stored (uint8 pixels), with a DataError that says the fix."""
+OFFLINE = {
+    "mnist5k": lambda seed: _load_mnist5k(),
+    "digits": lambda seed: _load_digits(),
+    "mnist5k_translated": lambda seed: on_canvas(_load_mnist5k(), seed, clutter=0),
+    "mnist5k_cluttered": lambda seed: on_canvas(_load_mnist5k(), seed, clutter=CLUTTER),
+}
+CLUTTER = 4  # 8x8 fragments of other digits per cluttered image
+FRAGMENT = 8
+
+
+def on_canvas(raw: Raw, seed: int, clutter: int = 0, size: int = CANVAS) -> Raw:
+    """Every image pasted whole at a random place on a ``size`` x ``size`` canvas (so no digit
+    pixel leaves it), with ``clutter`` random 8x8 fragments of *other* images behind it.
+    Places and fragments come from ``seed`` alone (the study's split seed): the same data for
+    every variant. Labels are unchanged, so the splits stay stratified."""
+    x, y = raw[0], raw[1]
+    n, h, w, _ = x.shape
+    place = np.random.default_rng([seed, size])  # the digits' places: the same with clutter
+    top, left = place.integers(0, size - h + 1, size=(2, n))
+    rng = np.random.default_rng([seed, size, 1])
+    out = np.zeros((n, size, size, x.shape[3]), dtype=x.dtype)
+    every = np.arange(n)[:, None, None]
+
+    def paste(images: np.ndarray, top: np.ndarray, left: np.ndarray) -> None:
+        """Max-composite ``images`` (n x a x b x c) onto ``out`` at (top, left), vectorised."""
+        a, b = images.shape[1:3]
+        rows = top[:, None, None] + np.arange(a)[None, :, None]
+        cols = left[:, None, None] + np.arange(b)[None, None, :]
+        out[every, rows, cols] = np.maximum(out[every, rows, cols], images)
+
+    for _ in range(clutter):  # fragments first; the digit is pasted over them
+        src = (np.arange(n) + rng.integers(1, n, size=n)) % n  # never the image itself
+        fy, fx = rng.integers(4, h - 4 - FRAGMENT + 1, size=(2, n))  # from the inked middle
+        grid = np.arange(FRAGMENT)
+        patches = x[src[:, None, None], fy[:, None, None] + grid[None, :, None],
+                    fx[:, None, None] + grid[None, None, :]]  # fmt: skip
+        paste(patches, *rng.integers(0, size - FRAGMENT + 1, size=(2, n)))
+    paste(x, top, left)
+    return out, y, None, None
+
+
+def load_raw(name: str, data_path: str = "", seed: int = 0) -> Raw:
+    """The dataset's arrays as stored (uint8 pixels), with a DataError that says the fix.
+    ``seed`` fixes the derived offline datasets (placements, clutter)."""
     info = REGISTRY[name]
     if info.offline:
-        return _load_mnist5k() if name == "mnist5k" else _load_digits()
+        return OFFLINE[name](seed)
     if data_path:
         path = Path(data_path).expanduser()
         if not path.exists():
@@ -273,7 +315,7 @@ def load_splits(
     split_seed: int,
     limit: int = 0,
 ) -> Splits:
-    raw = load_raw(name, data_path)
+    raw = load_raw(name, data_path, seed=split_seed)
     return make_splits(
         raw,
         name,
