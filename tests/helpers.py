@@ -5,7 +5,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
+# every study file (an atlas file lists studies; it is not one)
+EXPERIMENTS = sorted(
+    p for p in (ROOT / "experiments").glob("*.toml") if "[atlas]" not in p.read_text()
+)
 
 # The smoke study shrunk to 4 variants x 2 seeds, with a gap head (so the border probe runs).
 TINY = [
