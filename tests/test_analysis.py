@@ -31,6 +31,7 @@ def make_runs(effect=None, seeds=5, noise=0.002, seed=0, **metric_effects):
                 "params": 1000,
                 "train_seconds": 5.0,
             }
+            row["centre_accuracy"] = row["test_accuracy"]  # the border probe's reference holds
             for metric, eff in metric_effects.items():
                 row[metric] = 0.5 + eff.get(name, 0) + rng.normal(0, noise)
             for metric in (
@@ -103,6 +104,16 @@ def test_claims_supported_refuted_and_inconclusive():
         assert c.loc[claim, "verdict"] == "not tested in this study"
 
 
+def test_flipped_rows_keep_their_intervals_around_the_estimate():
+    runs = make_runs({n: 0.02 for n in VARIANTS if "stride" in n})
+    verdicts = primary.verdicts(primary.fit_primary(runs), 0.005)
+    for a, b in (("stride", "maxpool"), ("maxpool", "stride")):
+        r = analysis._verdict_row(verdicts, a, b)
+        assert r["ci_low"] < r["equiv_ci_low"] < r["mean_diff"] < r["equiv_ci_high"] < r["ci_high"]
+    c = claims_of(runs, 0.005)
+    assert c.loc[STRIDE_AS_GOOD, "verdict"] == "supported"  # stride wins: at least as good
+
+
 def test_accuracy_claims_never_contradict_the_primary_analysis():
     runs = make_runs({n: -0.01 for n in VARIANTS if "stride" in n}, noise=0.004)
     verdicts = primary.verdicts(primary.fit_primary(runs), 0.005).set_index(["a", "b"])
@@ -125,8 +136,14 @@ def test_overfitting_claim_waits_for_convergence():
 
 def test_border_claim_reads_the_difference_in_differences():
     same = {n: 0.05 for n in VARIANTS if n.startswith("same")}
-    c = claims_of(make_runs(border_drop=same))
+    runs = make_runs(border_drop=same)
+    runs["centre_accuracy"] = runs["test_accuracy"] - 0.01  # the reference holds up
+    c = claims_of(runs)
     assert c.loc["same padding keeps border information", "verdict"] == "supported"
+    runs["centre_accuracy"] = runs["test_accuracy"] - 0.2  # it does not: the probe is invalid
+    c = claims_of(runs)
+    assert c.loc["same padding keeps border information", "verdict"] == "not tested in this study"
+    assert "probe not valid" in c.loc["same padding keeps border information", "evidence"]
     flat = make_runs().assign(border_drop=np.nan)  # a flatten head: no border probe
     c = claims_of(flat)
     assert c.loc["same padding keeps border information", "verdict"] == "not tested in this study"

@@ -113,7 +113,10 @@ def test_verdicts_and_claims_have_the_promised_columns(report):
     # the tiny study has maxpool and stride but no blurpool or allconv
     tested = c.set_index("claim")["verdict"] != "not tested in this study"
     assert tested["pooling gives invariance to small translations"]
-    assert tested["same padding keeps border information"]  # gap head: the border probe ran
+    # gap head: the border probe ran (its verdict may still be "not tested" if the tiny
+    # networks fail its reference check, but not for want of the probe)
+    border = c.set_index("claim").loc["same padding keeps border information"]
+    assert tested["same padding keeps border information"] or "probe not valid" in border.evidence
     assert not tested["blur pooling restores shift consistency (Zhang 2019)"]
 
 

@@ -18,6 +18,7 @@ class DatasetInfo:
     scale: float  # raw pixel maximum: inputs are divided by it
     origin: str = ""  # what keras.datasets downloads
     cache_names: tuple[str, ...] = ()  # what it leaves under $KERAS_HOME/datasets
+    plain_background: bool = True  # content on zeros: the border probe can find and move it
 
 
 CANVAS = 40  # px: the translated and cluttered canvases
@@ -29,7 +30,9 @@ REGISTRY: dict[str, DatasetInfo] = {
         # mnist5k digits pasted at random places on a 40x40 canvas (translated MNIST, Jaderberg
         # et al. 2015), and the same plus 8x8 fragments of other digits as clutter
         DatasetInfo("mnist5k_translated", (CANVAS, CANVAS, 1), 10, True, 255.0),
-        DatasetInfo("mnist5k_cluttered", (CANVAS, CANVAS, 1), 10, True, 255.0),
+        DatasetInfo(
+            "mnist5k_cluttered", (CANVAS, CANVAS, 1), 10, True, 255.0, plain_background=False
+        ),  # fmt: skip
         DatasetInfo(
             "mnist",
             (28, 28, 1),
@@ -56,6 +59,7 @@ REGISTRY: dict[str, DatasetInfo] = {
             255.0,
             "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
             ("cifar-10-batches-py-target", "cifar-10-batches-py-target_archive"),
+            plain_background=False,
         ),
         DatasetInfo(
             "cifar100",
@@ -65,6 +69,7 @@ REGISTRY: dict[str, DatasetInfo] = {
             255.0,
             "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
             ("cifar-100-python-target", "cifar-100-python-target_archive"),
+            plain_background=False,
         ),
     )
 }

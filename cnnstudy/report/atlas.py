@@ -93,13 +93,16 @@ def _verdict(a: str, b: str, est: float, se: float, p_adj: float, margin: float)
     return "inconclusive"
 
 
+def poolable(effects: pd.DataFrame) -> pd.DataFrame:
+    """The effects that can be weighted: a finite, non-zero standard error (not one seed)."""
+    ok = effects.dropna(subset=["estimate", "se"])
+    return ok[np.isfinite(ok["se"]) & (ok["se"] > 1e-9)]
+
+
 def pooled_effects(effects: pd.DataFrame, margin: float) -> pd.DataFrame:
     """pooled.csv: one row per comparison present in at least one study."""
     rows = []
-    ok = effects.dropna(subset=["estimate", "se"])
-    ok = ok[
-        np.isfinite(ok["se"]) & (ok["se"] > 1e-9)
-    ]  # a zero se (e.g. one seed) cannot be weighted
+    ok = poolable(effects)
     for (comparison, a, b), group in ok.groupby(["comparison", "a", "b"], sort=False):
         p = pool(group["estimate"].to_numpy(), group["se"].to_numpy())
         z = stats.norm.ppf(1 - ALPHA / 2)
@@ -117,14 +120,16 @@ def pooled_effects(effects: pd.DataFrame, margin: float) -> pd.DataFrame:
                 "i2": p["i2"],
                 "method": "DerSimonian-Laird" if p["k"] > 1 else "single study",
                 "p_value": float(2 * stats.norm.sf(abs(p["estimate"] / p["se"]))),
+                "single": group["verdict"].iloc[0] if p["k"] == 1 else None,
             }
         )
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=POOLED_COLUMNS)
     df["p_adjusted"] = holm(df["p_value"].tolist())
-    df["verdict"] = [
-        _verdict(r.a, r.b, r.estimate, r.se, r.p_adjusted, margin) for r in df.itertuples()
+    df["verdict"] = [  # one study: its own verdict (its t-based analysis), not a z re-test
+        r.single or _verdict(r.a, r.b, r.estimate, r.se, r.p_adjusted, margin)
+        for r in df.itertuples()
     ]
     return df[[*POOLED_COLUMNS, "se", "p_adjusted"]]
 
@@ -231,6 +236,7 @@ def write_atlas(name: str, margin: float, entries: list[dict], results: Path) ->
     out = results / name
     (out / "figures").mkdir(parents=True, exist_ok=True)
     effects, missing = collect_effects(entries, results)
+    effects = poolable(effects)  # the table, the plots and the pool use the same studies
     pooled = pooled_effects(effects, margin)
     effects.to_csv(out / "effects.csv", index=False, float_format="%.6g")
     pooled[POOLED_COLUMNS].to_csv(out / "pooled.csv", index=False, float_format="%.6g")

@@ -112,6 +112,10 @@ def paired_test(a: pd.Series, b: pd.Series) -> Paired:
 
 
 NOT_TESTED = "not tested in this study"
+# The border probe's reference (the unmoved digits on the larger canvas) must score like the
+# test split itself, or "edge - reference" measures more than the border: at most 2 pts
+# below it (about 3x one run's binomial noise on 750 test images), per variant, seed mean.
+BORDER_TOLERANCE = 0.02
 POOLS = ("maxpool", "avgpool")  # downsampling by a pooling layer
 STRIDES = ("stride", "allconv")  # downsampling by a strided convolution
 
@@ -137,7 +141,18 @@ def _verdict_row(verdicts: pd.DataFrame, a: str, b: str) -> pd.Series | None:
     r = rows.iloc[0].copy()  # flip to a - b
     r["a"], r["b"] = a, b
     r["mean_diff"], r["ci_low"], r["ci_high"] = -r["mean_diff"], -r["ci_high"], -r["ci_low"]
+    r["equiv_ci_low"], r["equiv_ci_high"] = -r["equiv_ci_high"], -r["equiv_ci_low"]
     return r
+
+
+def _border_reference_gap(runs: pd.DataFrame) -> float | None:
+    """The largest per-variant (test - unmoved-on-canvas) accuracy, or None if no probe ran."""
+    if "border_drop" not in runs or not runs["border_drop"].notna().all():
+        return None
+    if "centre_accuracy" not in runs:
+        return float("inf")  # no reference logged: the probe cannot be checked
+    gap = (runs["test_accuracy"] - runs["centre_accuracy"]).groupby(runs["variant"]).mean()
+    return float(gap.max())
 
 
 def _pts(r: pd.Series) -> str:
@@ -153,6 +168,12 @@ def _as_good_as(r: pd.Series) -> str:
     if r["verdict"] in ("equivalent", f"{r['a']} wins"):
         return "supported"
     return "refuted" if r["verdict"] == f"{r['b']} wins" else "inconclusive"
+
+
+def _p_as_good_as(r: pd.Series) -> float:
+    """The p of the test that decides 'as good as': the TOST's when it rests on equivalence
+    (or is undecided), the Holm-adjusted difference test's when a level wins."""
+    return float(r["p_adjusted"] if r["verdict"].endswith(" wins") else r["p_equivalence"])
 
 
 def claims(
@@ -232,7 +253,7 @@ def claims(
         if r is None:
             add(claim, "test_accuracy", f"needs {level} and maxpool variants", NOT_TESTED)
         else:
-            add(claim, "test_accuracy", _pts(r), _as_good_as(r), float(r["p_adjusted"]))
+            add(claim, "test_accuracy", _pts(r), _as_good_as(r), _p_as_good_as(r))
     claim = ("an extra stride-2 conv matches max pooling while raising the previous conv's "
              "stride does not (All-CNN)")  # fmt: skip
     extra, raised = (
@@ -253,7 +274,7 @@ def claims(
         control = _verdict_row(verdicts, "convpool", "maxpool")
         if control is not None:
             text += f"; extra layer alone (ConvPool control): {_pts(control)}"
-        p = max(float(extra["p_adjusted"]), float(raised["p_adjusted"]))
+        p = max(_p_as_good_as(extra), float(raised["p_adjusted"]))  # both parts must hold
         add(claim, "test_accuracy", text, v, p)
     claim = "max pooling beats average pooling"
     r = _verdict_row(verdicts, "maxpool", "avgpool")
@@ -267,11 +288,17 @@ def claims(
 
     # -- padding: the border probe's difference in differences
     claim = "same padding keeps border information"
-    if {"same", "valid"} <= set(runs["padding"]) and runs.get("border_drop") is not None \
-            and runs["border_drop"].notna().all():  # fmt: skip
+    reference = _border_reference_gap(runs)
+    if reference is not None and reference > BORDER_TOLERANCE:
+        add(claim, "border_drop", "probe not valid for these networks: on the larger canvas "
+            f"the unmoved digits score up to {reference * 100:.1f} pts below the test accuracy "
+            f"(tolerance {BORDER_TOLERANCE * 100:g} pts), so the canvas reference is not "
+            "border-free (translation sensitivity, global-pooling dilution)",
+            NOT_TESTED)  # fmt: skip
+    elif reference is not None and {"same", "valid"} <= set(runs["padding"]):
         c = group("border_drop", "padding", ["same"], ["valid"])
-        probe_claim(claim, "border_drop = acc(content on an edge) - acc(centred), gap head", c,
-                    True, "(edge - centre) same minus valid")  # fmt: skip
+        probe_claim(claim, "border_drop = acc(content on an edge) - acc(unmoved), gap head", c,
+                    True, "(edge - unmoved) same minus valid")  # fmt: skip
     else:
         add(claim, "border_drop", "needs both paddings and a gap head (the border probe moves "
             "the trained network onto a larger canvas)", NOT_TESTED)  # fmt: skip
@@ -290,7 +317,8 @@ def claims(
             .unstack("downsample")
         )
         r = paired_test(rate["stride"], rate[pools].mean(axis=1))
-        c = Contrast(r.mean, r.ci_high - r.mean, len(r.diffs) - 1, r.p_value, (r.ci_low, r.ci_high),
+        sem = float(r.diffs.std(ddof=1) / np.sqrt(len(r.diffs))) if len(r.diffs) > 1 else np.nan
+        c = Contrast(r.mean, sem, len(r.diffs) - 1, r.p_value, (r.ci_low, r.ci_high),
                      (r.ci90_low, r.ci90_high))  # fmt: skip
         row = probe_claim(claim, "macs, train_images_per_second (timing pass)", c, True,
                           f"MACs stride {macs['stride'] / 1e6:.2f}M vs pool "
@@ -302,8 +330,11 @@ def claims(
         add(claim, "macs, train_images_per_second", "needs stride, a pooling level and the "
             "timing pass", NOT_TESTED)  # fmt: skip
 
-    p_adj = holm([c.p_value for _, c, _ in probe_tests])
-    for (row, c, positive), p in zip(probe_tests, p_adj, strict=True):
+    # Holm over the probe claims; the cost claim (timing) is a family of its own
+    probe = [t for t in probe_tests if "_macs_cheaper" not in t[0]]
+    cost = [t for t in probe_tests if "_macs_cheaper" in t[0]]
+    p_adj = holm([c.p_value for _, c, _ in probe]) + holm([c.p_value for _, c, _ in cost])
+    for (row, c, positive), p in zip(probe + cost, p_adj, strict=True):
         row["p_adjusted"] = p
         significant = np.isfinite(p) and p < ALPHA and (c.ci95[0] > 0 or c.ci95[1] < 0)
         if significant:

@@ -22,6 +22,7 @@ import keras
 import keras_tuner
 import numpy as np
 
+from cnnstudy.core.datasets import REGISTRY
 from cnnstudy.core.study import Study
 from cnnstudy.core.variants import variants
 from cnnstudy.nets import probes, training
@@ -179,7 +180,8 @@ class Sweep:
             splits.y_test,
             k=f["probe_shift"],
             seed=f["probe_seed"],
-            border=f["head"] == "gap",  # a flatten head ties weights to the input size
+            # a flatten head ties weights to the input size; clutter has no clean content box
+            border=f["head"] == "gap" and REGISTRY[study.dataset].plain_background,
         )
         # Everything the trained model is scored on, predicted in one pass: the test split,
         # a fixed training sample the size of the test split (for train accuracy), the probes.
