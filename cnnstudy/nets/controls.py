@@ -22,7 +22,6 @@ calls the probe code the sweep uses (``nets.probes``), on a model built here:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +41,6 @@ class Control:
     measured: float
     rule: str  # what PASS means
     passed: bool
-    seconds: float = 0.0
 
     def row(self) -> dict:
         return {
@@ -239,10 +237,7 @@ def run_controls(progress: Callable[[Control], None] | None = None) -> list[Cont
         lambda: shift_controls(x[:500], y[:500]),
         lambda: overfitting_controls(x, y),
     ):
-        start = time.perf_counter()
-        results = group()
-        for c in results:
-            c.seconds = (time.perf_counter() - start) / len(results)
+        for c in group():
             out.append(c)
             if progress is not None:
                 progress(c)

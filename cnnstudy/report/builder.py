@@ -232,20 +232,20 @@ def _fmt_verdicts(v: pd.DataFrame) -> pd.DataFrame:
             "b": v["b"],
             "n seeds": v["n_seeds"],
             "a-b (pts)": v["mean_diff"].map(pts),
-            "95% CI": [
-                f"[{pts(lo)}, {pts(hi)}]" for lo, hi in zip(v["ci_low"], v["ci_high"], strict=True)
-            ],
+            "95% CI": _intervals(v["ci_low"], v["ci_high"], pts),
             "p (Holm)": v["p_adjusted"].map(_g3),
-            "90% CI (TOST)": [
-                f"[{pts(lo)}, {pts(hi)}]"
-                for lo, hi in zip(v["equiv_ci_low"], v["equiv_ci_high"], strict=True)
-            ],
+            "90% CI (TOST)": _intervals(v["equiv_ci_low"], v["equiv_ci_high"], pts),
             "p (TOST)": v["p_equivalence"].map(_g3),
             "MDE (pts)": v["mde"].map(lambda x: f"{x * 100:.2f}"),
             "seeds for margin": v["seeds_needed"].map(lambda x: f"{x:.0f}"),
             "verdict": v["verdict"],
         }
     )
+
+
+def _intervals(lows: pd.Series, highs: pd.Series, fmt) -> list[str]:  # noqa: ANN001
+    """'[low, high]' per row, each end formatted by ``fmt``."""
+    return [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(lows, highs, strict=True)]
 
 
 def _fmt_summary(s: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -255,10 +255,7 @@ def _fmt_summary(s: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
             "variant": s["variant"].astype(str),
             "n": s["n"],
             "test acc % (mean)": s["mean_test_accuracy"].map(_pct),
-            "95% CI": [
-                f"[{_pct(lo)}, {_pct(hi)}]"
-                for lo, hi in zip(s["ci_low"], s["ci_high"], strict=True)
-            ],
+            "95% CI": _intervals(s["ci_low"], s["ci_high"], _pct),
             "sd": s["std"].map(_pct),
             "P(best)": s["p_best"].map(lambda x: f"{x:.2f}"),
             "tuned lr": s["variant"].astype(str).map(lr).map(lambda x: f"{x:.3g}"),
