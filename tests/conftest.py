@@ -3,7 +3,7 @@ import shutil
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("KERAS_BACKEND", "torch")  # as the Makefile
 
 import mlflow  # noqa: E402
 import pytest  # noqa: E402

@@ -167,12 +167,21 @@ def test_tiny_atlas_end_to_end(tmp_path, monkeypatch):
     (tmp_path / "experiments" / "tiny_atlas.toml").write_text(
         '[atlas]\nname = "tiny_atlas"\nstudies = ["tinya", "tinyb", "cifar10"]\n'
     )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{atlas.README_BEGIN}\nold table\n{atlas.README_END}\n\nafter\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("CNNSTUDY_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     assert main(["atlas", "experiments/tiny_atlas.toml"]) == 0
     out = tmp_path / "results" / "tiny_atlas"
+    timing = pd.read_csv(out / "timing.csv").set_index("study")
+    assert list(timing.index) == ["tinya", "tinyb", "total"]
+    assert timing.loc["total", "seconds"] >= timing.loc[["tinya", "tinyb"], "seconds"].sum()
+    text = readme.read_text()  # the generated block replaced the old one, nothing else moved
+    block = text[text.index(atlas.README_BEGIN) : text.index(atlas.README_END)]
+    assert "old table" not in text and text.endswith("\n\nafter\n")
+    assert "| maxpool vs stride |" in block and "min in all" in block
     effects = pd.read_csv(out / "effects.csv")
     assert list(effects.columns) == atlas.EFFECT_COLUMNS
     assert set(effects["study"]) == {"tinya", "tinyb"}

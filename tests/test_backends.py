@@ -1,5 +1,5 @@
 """The smoke study under whatever KERAS_BACKEND is set (`make test-backends` runs it under
-JAX, and PyTorch with BACKENDS="jax torch"). Model and training code use Keras 3 APIs only."""
+TensorFlow and JAX; `make test` under PyTorch). Model and training code use Keras 3 APIs only."""
 
 import os
 import shutil
@@ -21,7 +21,7 @@ def test_smoke_sweep_runs_on_this_backend(isolated_store):
     runs = mlflow.search_runs(experiment_names=["smoke"])
     parent = runs[runs["tags.cnnstudy.kind"] == "sweep"].iloc[0]
     assert parent["tags.cnnstudy.backend"] == keras.backend.backend()
-    assert keras.backend.backend() == os.environ.get("KERAS_BACKEND", "tensorflow")
+    assert keras.backend.backend() == os.environ.get("KERAS_BACKEND", "torch")
     trials = runs[runs["tags.cnnstudy.kind"] == "trial"]
     assert len(trials) == 6 * (2 + 1)  # 6 variants x (1 lr x 2 tuning seeds + 1 seed)
     assert (trials["status"] == "FINISHED").all()

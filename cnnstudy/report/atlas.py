@@ -229,8 +229,41 @@ def _headline_table(effects: pd.DataFrame, pooled: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows).fillna("-")
 
 
+README_BEGIN = "<!-- atlas-headline: begin (written by `make atlas`; do not edit) -->"
+README_END = "<!-- atlas-headline: end -->"
+
+
+def readme_block(out: Path) -> str:
+    """The atlas's headline table and its measured cost, as README's generated block."""
+    lines = [(out / "headline.md").read_text().strip()]
+    timing = out / "timing.csv"
+    if timing.exists():
+        t = pd.read_csv(timing)
+        cost = ", ".join(f"{r.study} {r.seconds / 60:.1f}" for r in t.itertuples()
+                         if r.study != "total")  # fmt: skip
+        total = t.loc[t["study"] == "total", "seconds"]
+        if len(total):
+            lines.append(f"\nMeasured by this `make atlas`: {total.iloc[0] / 60:.1f} min in all "
+                         f"(minutes per study, sweep + report: {cost}).")  # fmt: skip
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace what lies between README's atlas markers with ``block``; False if no markers."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        return False
+    head, tail = text[: begin + len(README_BEGIN)], text[end:]
+    readme.write_text(f"{head}\n{block}\n{tail}")
+    return True
+
+
 def write_atlas(name: str, margin: float, entries: list[dict], results: Path) -> Path:
-    """results/<name>/: effects.csv, pooled.csv, forest plots, report.md and report.html."""
+    """results/<name>/: effects.csv, pooled.csv, forest plots, headline.md, report.md and
+    report.html."""
     from cnnstudy.report.builder import TEMPLATES, headline_markdown, to_html  # noqa: PLC0415
 
     out = results / name
@@ -256,11 +289,15 @@ def write_atlas(name: str, margin: float, entries: list[dict], results: Path) ->
         studies.append({"name": e["study"], "dataset": e["dataset"],
                         "headline": headline_markdown(report.read_text()),
                         "link": f"../{e['study']}/report.html"})  # fmt: skip
+    headline = _headline_table(effects, pooled)
+    from cnnstudy.report.builder import markdown_table  # noqa: PLC0415
+
+    (out / "headline.md").write_text(markdown_table(headline) + "\n" if len(headline) else "")
     context = {
         "name": name,
         "margin_pts": margin * 100,
         "n_studies": len(studies),
-        "headline_table": _headline_table(effects, pooled),
+        "headline_table": headline,
         "skipped": missing,
         "figures": figures,
         "studies": studies,

@@ -86,7 +86,7 @@ def _clock(seconds: float) -> str:
 
 def run_atlas(atlas: Atlas, results: Path = RESULTS) -> int:
     """Sweep and report each runnable study (resuming), then write results/<atlas>/."""
-    from cnnstudy.report.atlas import write_atlas  # noqa: PLC0415
+    from cnnstudy.report.atlas import readme_block, update_readme, write_atlas  # noqa: PLC0415
     from cnnstudy.report.builder import make_report  # noqa: PLC0415
     from cnnstudy.tracking import find_sweep  # noqa: PLC0415
 
@@ -95,8 +95,9 @@ def run_atlas(atlas: Atlas, results: Path = RESULTS) -> int:
             print(f"atlas: {p.name}: {p.reason}", flush=True)
     studies = atlas.runnable
     total = sum(s.n_trials for s in studies)
-    done, started = 0, time.perf_counter()
+    done, started, cost = 0, time.perf_counter(), []
     for i, study in enumerate(studies, start=1):
+        begun = time.perf_counter()
         elapsed = time.perf_counter() - started
         eta = "?" if not done else _clock(elapsed / done * (total - done))
         print(
@@ -110,9 +111,24 @@ def run_atlas(atlas: Atlas, results: Path = RESULTS) -> int:
             return rc
         make_report(find_sweep(study.name), results)
         done += study.n_trials
+        cost.append((study.name, study.n_trials, time.perf_counter() - begun))
     out = write_atlas(atlas.name, atlas.margin, entries(atlas), results)
-    print(f"\natlas done in {_clock(time.perf_counter() - started)}: {out}/report.html")
+    seconds = time.perf_counter() - started
+    write_timing(out / "timing.csv", [*cost, ("total", done, seconds)])
+    if update_readme(README, readme_block(out)):
+        print(f"atlas: {README}'s headline table updated")
+    print(f"\natlas done in {_clock(seconds)}: {out}/report.html")
     return 0
+
+
+README = Path("README.md")
+
+
+def write_timing(path: Path, rows: list[tuple[str, int, float]]) -> None:
+    """Each study's wall time in this run (sweep + report; a resumed study counts only what
+    it still had to do), and the whole atlas's."""
+    lines = ["study,trials,seconds", *(f"{s},{n},{t:.1f}" for s, n, t in rows)]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def entries(atlas: Atlas) -> list[dict]:
