@@ -137,7 +137,9 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     import_backend_quietly()
     from cnnstudy.run.atlas import run_atlas
 
-    return run_atlas(atlas)
+    # README shows the project's atlas (experiments/atlas.toml), not a custom one
+    default = Path(args.atlas).resolve() == Path("experiments/atlas.toml").resolve()
+    return run_atlas(atlas, readme=Path("README.md") if default else None)
 
 
 def cmd_probes(args: argparse.Namespace) -> int:

@@ -164,7 +164,7 @@ def test_tiny_atlas_end_to_end(tmp_path, monkeypatch):
         (tmp_path / "experiments" / f"{name}.toml").write_text(
             TINY_STUDY.format(name=name, split=split)
         )
-    (tmp_path / "experiments" / "tiny_atlas.toml").write_text(
+    (tmp_path / "experiments" / "atlas.toml").write_text(  # README shows this file's atlas
         '[atlas]\nname = "tiny_atlas"\nstudies = ["tinya", "tinyb", "cifar10"]\n'
     )
     readme = tmp_path / "README.md"
@@ -173,7 +173,7 @@ def test_tiny_atlas_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("CNNSTUDY_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    assert main(["atlas", "experiments/tiny_atlas.toml"]) == 0
+    assert main(["atlas", "experiments/atlas.toml"]) == 0
     out = tmp_path / "results" / "tiny_atlas"
     timing = pd.read_csv(out / "timing.csv").set_index("study")
     assert list(timing.index) == ["tinya", "tinyb", "total"]
@@ -195,5 +195,5 @@ def test_tiny_atlas_end_to_end(tmp_path, monkeypatch):
         assert section in report
     assert (out / "report.html").exists() and list((out / "figures").glob("forest_*.png"))
     # a second run resumes: both sweeps are complete, nothing retrains
-    assert main(["atlas", "experiments/tiny_atlas.toml"]) == 0
+    assert main(["atlas", "experiments/atlas.toml"]) == 0
     assert os.path.exists(tmp_path / "results" / "tinya" / "report.html")

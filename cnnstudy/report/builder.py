@@ -382,6 +382,7 @@ def build_report(data: ReportData, out_dir: Path) -> list[Path]:
         "claims_table": claims.assign(p_adjusted=claims["p_adjusted"].map(_g3)),
         "summary_table": _fmt_summary(summary, runs),
         "edge": edge,
+        "two_point_grid": _two_point_grid(data.resolved.get("nuisance", {})),
         "tuning_table": _fmt_tuning(tuning, chosen),
         "timing_table": _fmt_timing(timing),
         "winners": winners,
@@ -555,6 +556,12 @@ def _g3(x: float) -> str:
 def _fmt_anova(anova: pd.DataFrame) -> pd.DataFrame:
     specs = {"sum_sq": ".3g", "F": ".2f", "p_value": ".3g", "df": ".0f", "eta_sq": ".3f"}
     return anova.assign(**{c: anova[c].map(lambda x, s=s: _fmt(x, s)) for c, s in specs.items()})
+
+
+def _two_point_grid(nuisance: dict) -> bool:
+    """Whether a tuned range has only its two ends as grid points (every choice is an end)."""
+    return any(len(spec.get("values", [])) == 2 for spec in nuisance.values()
+               if isinstance(spec, dict))  # fmt: skip
 
 
 def _grid_edges(spec) -> tuple[float, float] | None:  # noqa: ANN001

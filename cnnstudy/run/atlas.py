@@ -84,8 +84,9 @@ def _clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
-def run_atlas(atlas: Atlas, results: Path = RESULTS) -> int:
-    """Sweep and report each runnable study (resuming), then write results/<atlas>/."""
+def run_atlas(atlas: Atlas, results: Path = RESULTS, readme: Path | None = None) -> int:
+    """Sweep and report each runnable study (resuming), then write results/<atlas>/; with
+    ``readme``, also its generated headline block."""
     from cnnstudy.report.atlas import readme_block, update_readme, write_atlas  # noqa: PLC0415
     from cnnstudy.report.builder import make_report  # noqa: PLC0415
     from cnnstudy.tracking import find_sweep  # noqa: PLC0415
@@ -115,13 +116,10 @@ def run_atlas(atlas: Atlas, results: Path = RESULTS) -> int:
     out = write_atlas(atlas.name, atlas.margin, entries(atlas), results)
     seconds = time.perf_counter() - started
     write_timing(out / "timing.csv", [*cost, ("total", done, seconds)])
-    if update_readme(README, readme_block(out)):
-        print(f"atlas: {README}'s headline table updated")
+    if readme is not None and update_readme(readme, readme_block(out)):
+        print(f"atlas: {readme}'s headline table updated")
     print(f"\natlas done in {_clock(seconds)}: {out}/report.html")
     return 0
-
-
-README = Path("README.md")
 
 
 def write_timing(path: Path, rows: list[tuple[str, int, float]]) -> None:

@@ -77,7 +77,8 @@ def device_description() -> str:
         if backend == "torch":
             import torch
 
-            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+            if torch.cuda.is_available():
+                return torch.cuda.get_device_name(0)
         if backend == "tensorflow":
             import tensorflow as tf  # provenance only: model code never touches tf.*
 
