@@ -194,6 +194,10 @@ def test_tiny_atlas_end_to_end(tmp_path, monkeypatch):
                     "Claims across datasets", "cifar10"):  # fmt: skip
         assert section in report
     assert (out / "report.html").exists() and list((out / "figures").glob("forest_*.png"))
-    # a second run resumes: both sweeps are complete, nothing retrains
+    # a second run resumes: both sweeps are complete, nothing retrains, and the measured
+    # cost of each study stays the one from the run that trained it
     assert main(["atlas", "experiments/atlas.toml"]) == 0
     assert os.path.exists(tmp_path / "results" / "tinya" / "report.html")
+    again = pd.read_csv(out / "timing.csv").set_index("study")
+    pd.testing.assert_frame_equal(again.loc[["tinya", "tinyb"]], timing.loc[["tinya", "tinyb"]])
+    assert (timing.loc[["tinya", "tinyb"], "trials"] == 4 * (2 + 2)).all()  # 4 variants

@@ -175,3 +175,12 @@ def test_the_template_renders_every_section_and_the_mlflow_link():
     assert '<p class="headline"><strong>Best variant: <code>same_maxpool</code>' in page
     assert "<code>x_y</code>" in page and "<strong>Tuning at the edge:</strong>" in page
     assert "Open the replicate runs" not in render_markdown(_context())
+
+
+def test_a_two_point_grid_is_recognised():
+    from cnnstudy.report.builder import _two_point_grid
+
+    lr = {"min": 1e-3, "max": 1e-2, "sampling": "log"}
+    assert _two_point_grid({"study": {"budget": 2}, "nuisance": {"learning_rate": lr}})
+    assert not _two_point_grid({"study": {"budget": 3}, "nuisance": {"learning_rate": lr}})
+    assert _two_point_grid({"study": {"budget": 4}, "nuisance": {"dropout": [0.0, 0.5]}})

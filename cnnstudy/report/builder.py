@@ -382,7 +382,7 @@ def build_report(data: ReportData, out_dir: Path) -> list[Path]:
         "claims_table": claims.assign(p_adjusted=claims["p_adjusted"].map(_g3)),
         "summary_table": _fmt_summary(summary, runs),
         "edge": edge,
-        "two_point_grid": _two_point_grid(data.resolved.get("nuisance", {})),
+        "two_point_grid": _two_point_grid(data.resolved),
         "tuning_table": _fmt_tuning(tuning, chosen),
         "timing_table": _fmt_timing(timing),
         "winners": winners,
@@ -558,10 +558,15 @@ def _fmt_anova(anova: pd.DataFrame) -> pd.DataFrame:
     return anova.assign(**{c: anova[c].map(lambda x, s=s: _fmt(x, s)) for c, s in specs.items()})
 
 
-def _two_point_grid(nuisance: dict) -> bool:
-    """Whether a tuned range has only its two ends as grid points (every choice is an end)."""
-    return any(len(spec.get("values", [])) == 2 for spec in nuisance.values()
-               if isinstance(spec, dict))  # fmt: skip
+def _two_point_grid(resolved: dict) -> bool:
+    """Whether a tuned range has only its two ends as grid points (every choice is an end):
+    a range {min, max} gridded into [study] budget = 2 points, or a list of two values."""
+    budget = resolved.get("study", {}).get("budget")
+    return any(
+        (isinstance(spec, dict) and "min" in spec and budget == 2)
+        or (isinstance(spec, list) and len(spec) == 2)
+        for spec in resolved.get("nuisance", {}).values()
+    )
 
 
 def _grid_edges(spec) -> tuple[float, float] | None:  # noqa: ANN001

@@ -91,6 +91,7 @@ def run_atlas(atlas: Atlas, results: Path = RESULTS, readme: Path | None = None)
     from cnnstudy.report.builder import make_report  # noqa: PLC0415
     from cnnstudy.tracking import find_sweep  # noqa: PLC0415
 
+    previous = read_timing(results / atlas.name / "timing.csv")
     for p in atlas.planned:
         if p.reason:
             print(f"atlas: {p.name}: {p.reason}", flush=True)
@@ -98,7 +99,7 @@ def run_atlas(atlas: Atlas, results: Path = RESULTS, readme: Path | None = None)
     total = sum(s.n_trials for s in studies)
     done, started, cost = 0, time.perf_counter(), []
     for i, study in enumerate(studies, start=1):
-        begun = time.perf_counter()
+        begun, before = time.perf_counter(), trials_logged(study.name)
         elapsed = time.perf_counter() - started
         eta = "?" if not done else _clock(elapsed / done * (total - done))
         print(
@@ -112,19 +113,41 @@ def run_atlas(atlas: Atlas, results: Path = RESULTS, readme: Path | None = None)
             return rc
         make_report(find_sweep(study.name), results)
         done += study.n_trials
-        cost.append((study.name, study.n_trials, time.perf_counter() - begun))
+        trained = trials_logged(study.name) - before
+        if trained or study.name not in previous:  # a complete sweep keeps its measured cost
+            previous[study.name] = (trained, time.perf_counter() - begun)
+        cost.append((study.name, *previous[study.name]))
+    begun = time.perf_counter()
     out = write_atlas(atlas.name, atlas.margin, entries(atlas), results)
-    seconds = time.perf_counter() - started
-    write_timing(out / "timing.csv", [*cost, ("total", done, seconds)])
+    seconds = sum(c[2] for c in cost) + time.perf_counter() - begun
+    write_timing(out / "timing.csv", [*cost, ("total", sum(c[1] for c in cost), seconds)])
     if readme is not None and update_readme(readme, readme_block(out)):
         print(f"atlas: {readme}'s headline table updated")
     print(f"\natlas done in {_clock(seconds)}: {out}/report.html")
     return 0
 
 
+def trials_logged(study_name: str) -> int:
+    """Trial runs (both stages, any status) in the study's latest sweep; 0 if none yet."""
+    from cnnstudy.tracking import find_sweep, trial_runs  # noqa: PLC0415
+
+    try:
+        return len(trial_runs(find_sweep(study_name), stage=None))
+    except LookupError:
+        return 0
+
+
+def read_timing(path: Path) -> dict[str, tuple[int, float]]:
+    if not path.exists():
+        return {}
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line]
+    return {s: (int(n), float(t)) for s, n, t in rows if s != "total"}
+
+
 def write_timing(path: Path, rows: list[tuple[str, int, float]]) -> None:
-    """Each study's wall time in this run (sweep + report; a resumed study counts only what
-    it still had to do), and the whole atlas's."""
+    """Each study's wall time (sweep + report) and trials trained, from the run that trained
+    it: a re-run that finds a study's sweep complete keeps its earlier row. ``total`` adds them
+    up, with the atlas report's own time."""
     lines = ["study,trials,seconds", *(f"{s},{n},{t:.1f}" for s, n, t in rows)]
     path.write_text("\n".join(lines) + "\n")
 
