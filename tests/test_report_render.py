@@ -166,7 +166,7 @@ def test_the_template_renders_every_section_and_the_mlflow_link():
     for heading in ("Headline", "Verdict per design factor", "Failed trials", "Caveats"):
         assert f"\n## {heading}" in md, heading
     assert "Not enough levels or seeds for the ANOVA." in md
-    assert "**Provisional:**" in md and "The grid has two points" in md
+    assert "**Provisional:**" in md and "are provisional.\nThe grid has two points" in md
     assert "[Open the replicate runs in MLflow](<http://127.0.0.1:5000/" in md
     assert md.count("](figures/") == 6 and "\n\n\n" not in md  # tuning: None
     page = to_html(md, "t")
