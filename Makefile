@@ -12,8 +12,8 @@ PORT ?= 5000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 3
-# The Keras backend of every target. PyTorch trains this project's small CNNs about 2x faster
-# than TensorFlow on a CPU (`make bench` measures all three side by side); TensorFlow stays
+# The Keras backend of every target. PyTorch trains this project's small CNNs faster than
+# TensorFlow on a CPU (`make bench` measures all three side by side); TensorFlow stays
 # installed, and `KERAS_BACKEND=tensorflow make ...` uses it.
 export KERAS_BACKEND ?= torch
 # PyTorch's CPU build. A bare `torch` requirement makes pip fetch a CUDA build of several GB.
