@@ -81,15 +81,16 @@ def pixel_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def circular_invariant(seed: int = 0) -> keras.Model:
-    """Circular padding + conv + ReLU + global average pooling + dense: shift-invariant."""
+def circular_invariant(x: np.ndarray, seed: int = 0) -> keras.Model:
+    """Circular padding + conv + ReLU + global average pooling + dense: shift-invariant.
+    The dense bias centres the class scores on ``x``, so the argmax follows the features
+    rather than one dominant class (a constant bias keeps the invariance)."""
 
     def wrap(x):  # noqa: ANN001, ANN202 - one pixel of circular padding on each side
         x = keras.ops.concatenate([x[:, -1:], x, x[:, :1]], axis=1)
         return keras.ops.concatenate([x[:, :, -1:], x, x[:, :, :1]], axis=2)
 
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential(
+    model = keras.Sequential(
         [
             keras.Input((28, 28, 1)),
             keras.layers.Lambda(wrap),
@@ -98,6 +99,14 @@ def circular_invariant(seed: int = 0) -> keras.Model:
             keras.layers.Dense(10),
         ]
     )
+    # Weights from numpy, not the backend's initializers: the same model on every backend
+    # (a backend's own random draw can give a model that predicts one class).
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    weights = model.get_weights()
+    weights[-1] = weights[-1] - model.predict(x, batch_size=256, verbose=0).mean(axis=0)
+    model.set_weights(weights)
+    return model
 
 
 def position_readout(size: int = 28) -> Callable[[np.ndarray], np.ndarray]:
@@ -154,7 +163,7 @@ def padding_controls() -> list[Control]:
 
 def shift_controls(x: np.ndarray, y: np.ndarray, k: int = 4) -> list[Control]:
     views = probes.shift_views(x, k)
-    model = circular_invariant()
+    model = circular_invariant(x)
 
     def predict(b: np.ndarray) -> np.ndarray:
         return model.predict(b, batch_size=256, verbose=0)
