@@ -94,7 +94,22 @@ def test_kill_9_mid_trial_then_resume_finishes_only_the_missing_trials(study_dir
             return running.iloc[0]["run_id"]
         return None
 
-    victim = _wait(mid_trial, 180, "a trial in the middle of its epochs")
+    # Freeze the sweep (SIGSTOP) as soon as a trial is seen mid-epochs, then check that it is
+    # still mid-trial: under a fast backend a short trial can finish between the query and the
+    # kill. If it finished, let the sweep go on and wait for the next one.
+    deadline = time.time() + 180
+    while True:
+        victim = _wait(
+            mid_trial, max(deadline - time.time(), 1), "a trial in the middle of its epochs"
+        )
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            still_running = _runs(tmp).set_index("run_id").loc[victim, "status"] == "RUNNING"
+        except Exception:  # noqa: BLE001 - store locked by the frozen writer: try the next trial
+            still_running = False
+        if still_running:
+            break
+        os.kill(proc.pid, signal.SIGCONT)
     before = _runs(tmp)
     done_before = before[before["status"] == "FINISHED"].set_index("run_id")
     tuner_before = {k: v for k, v in _tuner_trials(tmp).items() if v["status"] == "COMPLETED"}
@@ -148,15 +163,20 @@ def test_two_sweeps_at_once_into_one_store(study_dir):
         120,
         "the first sweep to take its lock",
     )
-    # the same study again refuses at once, naming the holder, and writes nothing
-    same = subprocess.run(
-        _sweep_cmd("experiments/smoke.toml"),
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # the same study again refuses at once, naming the holder, and writes nothing; the first
+    # sweep is frozen meanwhile, so a fast backend cannot finish it before the second starts
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        same = subprocess.run(
+            _sweep_cmd("experiments/smoke.toml"),
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert same.returncode == 2
     assert "already running" in same.stderr and str(first.pid) in same.stderr
     assert "Traceback" not in same.stderr
