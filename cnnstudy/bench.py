@@ -1,4 +1,4 @@
-"""`make bench`: harness overhead, throughput per variant and backend, sweep scaling.
+"""`make bench`: harness overhead, a whole trial and throughput per backend, sweep scaling.
 
 Everything is measured side by side in one run, and the ratios are printed last. Results go
 to results/bench/<machine>.{md,csv}.
@@ -206,6 +206,28 @@ def throughput_all_backends(studies: list[str]) -> list[dict]:
     return rows
 
 
+def whole_trial(study: Study, repeats: int = 3) -> list[dict]:
+    """What a sweep pays per trial on this backend: a fresh model built, compiled (traced),
+    fitted for the study's epochs on its real data and evaluated. Steady-state images/s
+    (above) leaves out the per-model tracing a sweep of many short trials pays each time."""
+    import keras
+
+    splits = _splits(study)
+    nuisance = {k: s.values[len(s.values) // 2] for k, s in study.nuisance.items()}
+    bare_trial(study, splits, nuisance)  # warm-up: imports and the backend's first kernels
+    times = [bare_trial(study, splits, nuisance) for _ in range(repeats)]
+    return [
+        {
+            "section": "trial",
+            "backend": keras.backend.backend(),
+            "study": study.name,
+            "variant": study.variants[0].name,
+            "seconds": statistics.median(times),
+            "note": f"median of {repeats}; {min(times):.2f}-{max(times):.2f}s",
+        }
+    ]
+
+
 # ---------------------------------------------------------------- 3. scaling
 
 
@@ -368,6 +390,7 @@ def render_markdown(df: pd.DataFrame, name: str) -> str:
 
     ov = df[df["section"] == "overhead"].iloc[0]
     tp = df[df["section"] == "throughput"].dropna(axis=1, how="all")
+    trial = backend_trials(df)
     sc = df[df["section"] == "scaling"]
     versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     lines = [
@@ -381,6 +404,18 @@ def render_markdown(df: pd.DataFrame, name: str) -> str:
         f"`model.fit` + `evaluate` of the same model, data, epochs and batch size, in the same "
         f"process: **overhead_ratio = {ov['overhead_ratio']:.3f}** "
         f"({ov['seconds']:.2f}s vs {ov['bare_seconds']:.2f}s; {ov['note']}).",
+        "",
+        "## Backends: one whole trial",
+        "",
+        f"A fresh `{trial['variant'].iloc[0] if len(trial) else ''}` model built, compiled, "
+        "fitted for the study's epochs on its data and evaluated, in each backend's own process "
+        f"(this run's backend is `{_backend()}`; ratio = seconds / its seconds). "
+        "This is what a sweep of many short trials pays; the throughput table below is the "
+        "steady state, without the per-model tracing.",
+        "",
+        markdown_table(trial[["backend", "seconds", "ratio", "note"]].round(2))
+        if len(trial)
+        else "(no backend ran)",
         "",
         "## Throughput (images/s, random inputs, batch size of the study)",
         "",
@@ -416,17 +451,34 @@ def render_markdown(df: pd.DataFrame, name: str) -> str:
         "",
         markdown_table(df[df["section"] == "distributed"][["workers", "seconds", "note"]].round(1)),
         "",
-        "On a 2-core machine the workers share the cores that one TensorFlow process already "
-        "uses, so more workers add start-up cost (a server, a chief, one TensorFlow per worker) "
+        "On a 2-core machine the workers share the cores that one Keras process already "
+        "uses, so more workers add start-up cost (a server, a chief, one backend per worker) "
         "without adding compute. The mode pays off across machines or GPUs.",
         "",
     ]
     return "\n".join(lines)
 
 
+def backend_trials(df: pd.DataFrame) -> pd.DataFrame:
+    """The whole-trial rows, with each backend's seconds over this run's backend's."""
+    trial = df[df["section"] == "trial"].copy()
+    mine = trial[trial["backend"] == _backend()]["seconds"]
+    trial["ratio"] = trial["seconds"] / mine.iloc[0] if len(mine) else float("nan")
+    return trial.sort_values("seconds")
+
+
 def short_table(df: pd.DataFrame) -> str:
     ov = df[df["section"] == "overhead"].iloc[0]
     out = [f"overhead_ratio (harness / bare fit+evaluate): {ov['overhead_ratio']:.3f}"]
+    trial = backend_trials(df)
+    if len(trial):
+        out.append(
+            f"one whole trial, seconds (x {_backend()}): "
+            + ", ".join(
+                f"{b} {s:.2f} ({r:.2f}x)"
+                for b, s, r in zip(trial["backend"], trial["seconds"], trial["ratio"], strict=True)
+            )
+        )
     tp = df[(df["section"] == "throughput") & df.get("variant", pd.Series()).notna()]
     for (backend, study), g in tp.groupby(["backend", "study"]):
         out.append(
@@ -448,7 +500,8 @@ def short_table(df: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--throughput-json":  # the per-backend subprocess
-        rows = [r for path in argv[1:] for r in throughput(load_study(path))]
+        rows = whole_trial(load_study(argv[1]))
+        rows += [r for path in argv[1:] for r in throughput(load_study(path))]
         print(json.dumps(rows))
         return 0
     study = argv[0] if argv else "experiments/default.toml"
