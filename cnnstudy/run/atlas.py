@@ -140,16 +140,23 @@ def trials_logged(study_name: str) -> int:
 def read_timing(path: Path) -> dict[str, tuple[int, float]]:
     if not path.exists():
         return {}
-    rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line]
-    return {s: (int(n), float(t)) for s, n, t in rows if s != "total"}
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype={"study": str})
+    df = df[df["study"] != "total"]
+    return {
+        s: (int(n), float(t)) for s, n, t in df[["study", "trials", "seconds"]].itertuples(False)
+    }
 
 
 def write_timing(path: Path, rows: list[tuple[str, int, float]]) -> None:
     """Each study's wall time (sweep + report) and trials trained, from the run that trained
     it: a re-run that finds a study's sweep complete keeps its earlier row. ``total`` adds them
     up, with the atlas report's own time."""
-    lines = ["study,trials,seconds", *(f"{s},{n},{t:.1f}" for s, n, t in rows)]
-    path.write_text("\n".join(lines) + "\n")
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=["study", "trials", "seconds"])
+    df.to_csv(path, index=False, float_format="%.1f")
 
 
 def entries(atlas: Atlas) -> list[dict]:
