@@ -190,3 +190,30 @@ def test_a_new_level_is_one_registry_entry(monkeypatch):
         "valid_maxpool",
         "valid_convpool_test",
     ]
+
+
+@pytest.mark.parametrize("init", ["he_normal", "glorot_uniform"])
+def test_relu_layers_take_the_study_init_and_the_softmax_keeps_glorot(init):
+    """He normal: sd sqrt(2/fan_in) (Keras widens the truncated normal to keep it); glorot
+    uniform: U(+-sqrt(6/(in+out))), sd that bound / sqrt(3)."""
+    import keras
+    import numpy as np
+
+    from cnnstudy.nets.models import build_model
+
+    settings = {**SETTINGS["gap"], "stage_widths": [32, 64], "dense_units": [256], "init": init}
+    keras.utils.set_random_seed(0)
+    model = build_model(variants()["same_maxpool"], settings, (16, 16, 8), 10)
+
+    def expected_sd(fan_in: int, fan_out: int, kind: str) -> float:
+        if kind == "he_normal":
+            return math.sqrt(2 / fan_in)
+        return math.sqrt(6 / (fan_in + fan_out)) / math.sqrt(3)
+
+    for name, fan_in, fan_out, kind in [
+        ("s2_conv1", 9 * 32, 9 * 64, init),  # conv: fans count the 3x3 window
+        ("fc1", 64, 256, init),
+        ("logits", 256, 10, "glorot_uniform"),
+    ]:
+        w = model.get_layer(name).get_weights()[0]
+        assert np.std(w) == pytest.approx(expected_sd(fan_in, fan_out, kind), rel=0.1), name

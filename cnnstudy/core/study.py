@@ -44,6 +44,7 @@ OPTIMIZERS = ("adam", "sgd", "adamw")
 SAMPLINGS = ("log", "linear")
 SCHEDULES = ("constant", "cosine")
 HEADS = ("gap", "flatten")
+INITS = ("he_normal", "glorot_uniform")
 PRECISIONS = ("float32", "mixed_bfloat16")
 REMOVED = {
     ("scientific", "stride_mode"): "stride_mode was removed: each stride flavour is now a "
@@ -338,6 +339,7 @@ class FixedSection(_Model):
     optimizer: Literal[OPTIMIZERS] = _field("fixed", "optimizer")  # type: ignore[valid-type]
     schedule: Literal[SCHEDULES] = _field("fixed", "schedule")  # type: ignore[valid-type]
     head: Literal[HEADS] = _field("fixed", "head")  # type: ignore[valid-type]
+    init: Literal[INITS] = _field("fixed", "init")  # type: ignore[valid-type]
     precision: Literal[PRECISIONS] = _field("fixed", "precision")  # type: ignore[valid-type]
     conv_per_stage: int = _field("fixed", "conv_per_stage", ge=1)
     stage_widths: list[Width] = _field("fixed", "stage_widths", min_length=1)

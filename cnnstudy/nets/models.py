@@ -15,17 +15,30 @@ from cnnstudy.core.variants import Variant, plan
 # One Keras factory per layer kind (core.layers.KINDS holds the same kinds' arithmetic).
 LayerFactory = Callable[[LayerSpec, dict[str, Any]], keras.layers.Layer]
 LAYERS: dict[str, LayerFactory] = {
-    "conv": lambda s, _: keras.layers.Conv2D(
-        s.units, s.kernel, strides=s.stride, padding=s.padding, activation=s.activation, name=s.name
+    "conv": lambda s, settings: keras.layers.Conv2D(
+        s.units,
+        s.kernel,
+        strides=s.stride,
+        padding=s.padding,
+        activation=s.activation,
+        kernel_initializer=initializer(s, settings),
+        name=s.name,
     ),
     "maxpool": lambda s, _: keras.layers.MaxPooling2D(s.kernel, strides=s.stride, name=s.name),
     "avgpool": lambda s, _: keras.layers.AveragePooling2D(s.kernel, strides=s.stride, name=s.name),
     "blur": lambda s, _: blur_layer(s),
     "gap": lambda s, _: keras.layers.GlobalAveragePooling2D(name=s.name),
     "flatten": lambda s, _: keras.layers.Flatten(name=s.name),
-    "dense": lambda s, _: keras.layers.Dense(s.units, activation=s.activation, name=s.name),
+    "dense": lambda s, settings: keras.layers.Dense(
+        s.units, activation=s.activation, kernel_initializer=initializer(s, settings), name=s.name
+    ),
     "dropout": lambda s, settings: keras.layers.Dropout(settings["dropout"], name=s.name),
 }
+
+
+def initializer(spec: LayerSpec, settings: dict[str, Any]) -> str:
+    """The study's `init` for a ReLU layer; Keras' glorot_uniform for the softmax output."""
+    return settings.get("init", "glorot_uniform") if spec.activation == "relu" else "glorot_uniform"
 
 
 def binomial_kernel(size: int) -> np.ndarray:
