@@ -19,6 +19,10 @@ TINY = [
     "--set",
     "study.seeds=2",
     "--set",
+    "fixed.epochs=2",
+    "--set",
+    "study.tune_epochs=1",  # tuning trials shorter than the replicates
+    "--set",
     "scientific.downsamplings=['maxpool','stride']",
 ]
 

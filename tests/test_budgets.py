@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from cnnstudy.report.budgets import RISING_THRESHOLD, budgets, convergence, winner_by_budget
 
@@ -36,6 +37,24 @@ def test_flag_fires_on_a_still_rising_curve_and_not_on_a_plateau():
     assert flags.loc["same_rising", "last_quarter_gain"] > 5 * RISING_THRESHOLD
     assert not flags.loc["same_plateau", "still_rising"]
     assert abs(flags.loc["same_plateau", "last_quarter_gain"]) < RISING_THRESHOLD
+
+
+def test_flag_reads_the_seed_mean_gain_and_reports_its_scatter():
+    """Last-quarter gains of +1.8, +0.1, 0.0 pts: mean 0.63 > 0.5, flagged (one seed's jump
+    still counts: a missed flag would rank an unconverged variant); +0.3, +0.4, +0.5: not."""
+    jumps = {"same_jump": [0.018, 0.001, 0.0], "same_small": [0.003, 0.004, 0.005]}
+    rows = [
+        {"variant": v, "seed": seed, "epoch": e, "val_accuracy": 0.95 + (g if e == 8 else 0.0)}
+        for v, gains in jumps.items()
+        for seed, g in enumerate(gains)
+        for e in range(1, 9)
+    ]
+    flags = convergence(pd.DataFrame(rows)).set_index("variant")
+    assert flags.loc["same_jump", "still_rising"] and not flags.loc["same_small", "still_rising"]
+    assert flags.loc["same_jump", "last_quarter_gain"] == pytest.approx(0.019 / 3)
+    assert flags.loc["same_jump", "gain_sd"] == pytest.approx(np.std([0.018, 0.001, 0], ddof=1))
+    assert flags.loc["same_small", "gain_sd"] == pytest.approx(0.001)
+    assert (flags["seeds"] == 3).all()
 
 
 def test_winner_changes_with_budget_and_equal_wall_clock():

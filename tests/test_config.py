@@ -126,6 +126,14 @@ BAD = {
         "[nuisance]\ndropout = 0.5\n",
         ["[nuisance] dropout = 0.5", "range", "list of numbers"],
     ),
+    "warmup_takes_every_epoch": (
+        "[fixed]\nepochs = 3\nwarmup_epochs = 3\n",
+        ["[fixed] warmup_epochs", "none of the 3 epochs", "below epochs"],
+    ),
+    "tuning_runs_only_warm_up": (
+        "[study]\ntune_epochs = 1\n[fixed]\nwarmup_epochs = 1\n",
+        ["[study] tune_epochs", "warmup_epochs = 1", "above warmup_epochs"],
+    ),
     "fractions_leave_no_training_data": (  # the cross-field rule shows beside a field error
         "[fixed]\nval_fraction = 0.5\ntest_fraction = 0.45\nepochs = 0\n",
         ["[fixed] val_fraction + test_fraction", "10%", "[fixed] epochs = 0"],

@@ -124,6 +124,8 @@ def _context(**extra) -> dict:
         "sensitivity_table": frame,
         "edge": ["same_stride"],
         "two_point_grid": True,
+        "tune_epochs": 4,
+        "epochs": 12,
         "tuning_table": frame,
         "timing_table": None,
         "winners": {"25% of epochs": "same_maxpool", "100% of epochs": "same_stride"},
@@ -167,6 +169,7 @@ def test_the_template_renders_every_section_and_the_mlflow_link():
         assert f"\n## {heading}" in md, heading
     assert "Not enough levels or seeds for the ANOVA." in md
     assert "**Provisional:**" in md and "are provisional.\nThe grid has two points" in md
+    assert "in tuning runs of 4 epochs with their\nown schedule (the replicates train 12" in md
     assert "[Open the replicate runs in MLflow](<http://127.0.0.1:5000/" in md
     assert md.count("](figures/") == 6 and "\n\n\n" not in md  # tuning: None
     page = to_html(md, "t")

@@ -217,3 +217,29 @@ def test_relu_layers_take_the_study_init_and_the_softmax_keeps_glorot(init):
     ]:
         w = model.get_layer(name).get_weights()[0]
         assert np.std(w) == pytest.approx(expected_sd(fan_in, fan_out, kind), rel=0.1), name
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_warmup_rises_linearly_then_follows_the_schedule(schedule):
+    """10 steps an epoch, 4 epochs, 1 warm-up epoch: 0 -> lr over steps 0..10, then constant
+    at lr, or half a cosine down to 0 over the remaining 30 steps."""
+    import keras
+
+    from cnnstudy.nets.models import learning_rate
+
+    base = {"learning_rate": 0.01, "epochs": 4, "schedule": schedule}
+    lr = learning_rate({**base, "warmup_epochs": 1}, steps_per_epoch=10)
+    at = {step: float(keras.ops.convert_to_numpy(lr(step))) for step in (0, 5, 10, 25, 40)}
+    assert at[0] == pytest.approx(0.0, abs=1e-9)
+    assert at[5] == pytest.approx(0.005)
+    assert at[10] == pytest.approx(0.01)
+    if schedule == "cosine":
+        assert at[25] == pytest.approx(0.005, rel=1e-4)  # halfway through the decay
+        assert at[40] == pytest.approx(0.0, abs=1e-9)
+    else:
+        assert at[25] == pytest.approx(0.01) and at[40] == pytest.approx(0.01)
+    no_warmup = learning_rate({**base, "warmup_epochs": 0}, steps_per_epoch=10)
+    if schedule == "constant":
+        assert no_warmup == 0.01
+    else:
+        assert float(keras.ops.convert_to_numpy(no_warmup(0))) == pytest.approx(0.01)

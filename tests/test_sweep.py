@@ -92,7 +92,11 @@ def test_per_epoch_curves_and_artifacts_are_logged(tiny_sweep):
     client = mlflow.tracking.MlflowClient()
     run_id = runs[runs["tags.cnnstudy.stage"] == "replicate"].iloc[0]["run_id"]
     history = client.get_metric_history(run_id, "val_accuracy")
-    assert [m.step for m in history] == [1]  # smoke: one epoch
+    assert [m.step for m in history] == [1, 2]  # the tiny sweep's 2 epochs
+    tune = runs[runs["tags.cnnstudy.stage"] == "tune"]
+    assert (tune["params.epochs"] == "1").all()  # study.tune_epochs = 1, and it is logged
+    tuned = client.get_metric_history(tune.iloc[0]["run_id"], "val_accuracy")
+    assert [m.step for m in tuned] == [1]
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"layers.json", "learning_curve.png"} <= names
     # layers.json is an MLflow table, read back with shapes as tuples
@@ -223,7 +227,7 @@ _TRAINED: set[str] = set()  # models already trained by an earlier study file: n
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_study_file_runs_a_tiny_trial_per_variant(path):
-    study = load_study(path, ["fixed.epochs=1"])
+    study = load_study(path, ["fixed.epochs=2"])  # 2: a study's warm-up epoch fits
     splits = _stand_in(study)
     assert splits.input_shape == study.input_shape
     for variant in study.variants:
@@ -232,11 +236,12 @@ def test_every_study_file_runs_a_tiny_trial_per_variant(path):
         if key in _TRAINED:  # e.g. fashion_mnist's model is default's: the same code path
             continue
         _TRAINED.add(key)
+        steps = -(-len(splits.y_train) // 16)
         model = compile_model(
-            build_model(variant, settings, study.input_shape, study.n_classes), settings
+            build_model(variant, settings, study.input_shape, study.n_classes), settings, steps
         )
         fit = training.fit(
-            model, splits, seed=0, epochs=1, batch_size=16, augment_shift=settings["augment_shift"]
+            model, splits, seed=0, epochs=2, batch_size=16, augment_shift=settings["augment_shift"]
         )
         assert np.isfinite(fit.history["loss"][0])
         assert 0.0 <= training.evaluate(model, splits.x_test, splits.y_test)["accuracy"] <= 1.0

@@ -235,6 +235,7 @@ class StudySection(_Model):
     data_path: str = _field("study", "data_path")
     limit: int = _field("study", "limit", ge=0)
     tune_seeds: int = _field("study", "tune_seeds", ge=2)
+    tune_epochs: int = _field("study", "tune_epochs", ge=0)
     margin: float = _field("study", "margin", gt=0, lt=1)
     match: Literal[MATCH_MODES] = _field("study", "match")  # type: ignore[valid-type]
 
@@ -338,6 +339,7 @@ class FixedSection(_Model):
     batch_size: int = _field("fixed", "batch_size", ge=1)
     optimizer: Literal[OPTIMIZERS] = _field("fixed", "optimizer")  # type: ignore[valid-type]
     schedule: Literal[SCHEDULES] = _field("fixed", "schedule")  # type: ignore[valid-type]
+    warmup_epochs: int = _field("fixed", "warmup_epochs", ge=0)
     head: Literal[HEADS] = _field("fixed", "head")  # type: ignore[valid-type]
     init: Literal[INITS] = _field("fixed", "init")  # type: ignore[valid-type]
     precision: Literal[PRECISIONS] = _field("fixed", "precision")  # type: ignore[valid-type]
@@ -359,17 +361,28 @@ class FixedSection(_Model):
 
     @classmethod
     def _rules(cls, data: dict[str, Any], failed: set[str]) -> list[Rule]:
+        rules: list[Rule] = []
+        warm = _value(data, "warmup_epochs", cls, failed)
+        epochs = _value(data, "epochs", cls, failed)
+        if _number(warm) and _number(epochs) and warm >= epochs:
+            rules.append(
+                (
+                    ("warmup_epochs",),
+                    f"{warm} warm-up epochs leave none of the {epochs} epochs to train at the "
+                    "study's learning rate: set warmup_epochs below epochs (1 is usual).",
+                )
+            )
         val = _value(data, "val_fraction", cls, failed)
         test = _value(data, "test_fraction", cls, failed)
-        if not (_number(val) and _number(test)) or val + test < 0.9:
-            return []
-        return [
-            (
-                ("val_fraction + test_fraction",),
-                f"{val:g} + {test:g} = {val + test:g}: must be below 0.9, to leave at least "
-                "10% of the data for training.",
+        if _number(val) and _number(test) and val + test >= 0.9:
+            rules.append(
+                (
+                    ("val_fraction + test_fraction",),
+                    f"{val:g} + {test:g} = {val + test:g}: must be below 0.9, to leave at least "
+                    "10% of the data for training.",
+                )
             )
-        ]
+        return rules
 
 
 class StudyFile(_Model):
@@ -388,18 +401,31 @@ class StudyFile(_Model):
 
     @classmethod
     def _rules(cls, data: dict[str, Any], failed: set[str]) -> list[Rule]:
-        tuned, fixed = data.get("nuisance"), data.get("fixed")
-        if not (isinstance(tuned, dict) and isinstance(fixed, dict)):
-            return []
-        return [
+        tuned, fixed, study = (data.get(k) for k in ("nuisance", "fixed", "study"))
+        fixed = fixed if isinstance(fixed, dict) else {}
+        rules: list[Rule] = [
             (
                 ("fixed", key),
                 f"'{key}' is in both [nuisance] and [fixed]. A hyperparameter is either "
                 f"tuned or held fixed: remove it from one of them.",
             )
-            for key in tuned
+            for key in (tuned if isinstance(tuned, dict) else {})
             if key in fixed
         ]
+        study = study if isinstance(study, dict) else {}
+        tune = study.get("tune_epochs", StudySection.model_fields["tune_epochs"].default)
+        warm = fixed.get("warmup_epochs", FixedSection.model_fields["warmup_epochs"].default)
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (tune, warm))
+        if whole and 0 < tune <= warm:  # a non-integer fails its own field's check
+            rules.append(
+                (
+                    ("study", "tune_epochs"),
+                    f"tuning trials of {tune} epochs would spend them all warming up "
+                    f"([fixed] warmup_epochs = {warm}): set tune_epochs above warmup_epochs, "
+                    "or 0 to tune at the study's epochs.",
+                )
+            )
+        return rules
 
 
 SECTION_MODELS: dict[str, type[_Model]] = {
@@ -574,6 +600,7 @@ class Study:
     fixed: dict[str, Any]
     resolved: dict[str, Any] = field(repr=False)
     tune_seeds: int = 2
+    tune_epochs: int = 0  # epochs of a tuning trial; 0 = [fixed] epochs
     margin: float = 0.005
     match: str = "none"
     widths: dict[str, list[int]] = field(default_factory=dict)  # per variant, after matching
@@ -701,6 +728,7 @@ def build_study(user: dict[str, Any], source: str) -> Study:
         fixed=resolved["fixed"],
         resolved=resolved,
         tune_seeds=s.tune_seeds,
+        tune_epochs=s.tune_epochs,
         margin=s.margin,
         match=s.match,
     )

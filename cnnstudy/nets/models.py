@@ -86,10 +86,17 @@ OPTIMIZERS: dict[str, Callable[[float, float | None], keras.optimizers.Optimizer
 
 
 def learning_rate(settings: dict[str, Any], steps_per_epoch: int) -> Any:
-    """The study's learning rate: constant, or cosine decay to 0 over the whole run."""
+    """The study's learning rate: constant, or cosine decay to 0 over the run, after a linear
+    warm-up from 0 over ``warmup_epochs`` (if any)."""
     lr = settings["learning_rate"]
-    if settings.get("schedule", "constant") == "cosine":
-        total = max(1, steps_per_epoch * settings["epochs"])
+    cosine = settings.get("schedule", "constant") == "cosine"
+    total = max(1, steps_per_epoch * settings["epochs"])
+    warm = min(total - 1, steps_per_epoch * settings.get("warmup_epochs", 0))
+    if warm > 0:  # alpha = 1 holds a constant schedule at lr once warmed up
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, total - warm, alpha=0.0 if cosine else 1.0, warmup_target=lr, warmup_steps=warm
+        )
+    if cosine:
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
     return lr
 

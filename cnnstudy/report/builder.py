@@ -383,14 +383,22 @@ def build_report(data: ReportData, out_dir: Path) -> list[Path]:
         "summary_table": _fmt_summary(summary, runs),
         "edge": edge,
         "two_point_grid": _two_point_grid(data.resolved),
+        "tune_epochs": data.resolved.get("study", {}).get("tune_epochs", 0),
+        "epochs": data.resolved.get("fixed", {}).get("epochs"),
         "tuning_table": _fmt_tuning(tuning, chosen),
         "timing_table": _fmt_timing(timing),
         "winners": winners,
         "winner_changes": len(set(winners.values())) > 1,
         "rising": rising,
         "flags_table": flags.assign(
-            last_quarter_gain=flags["last_quarter_gain"].map(lambda x: f"{x * 100:+.2f}")
-        ).rename(columns={"last_quarter_gain": "val acc gain, last quarter (pts)"}),
+            last_quarter_gain=flags["last_quarter_gain"].map(lambda x: f"{x * 100:+.2f}"),
+            gain_sd=flags["gain_sd"].map(lambda x: f"{x * 100:.2f}"),
+        ).rename(
+            columns={
+                "last_quarter_gain": "val acc gain, last quarter (pts)",
+                "gain_sd": "sd over seeds (pts)",
+            }
+        ),
         "rising_threshold_pts": budget_analysis.RISING_THRESHOLD * 100,
         "budget_table": _fmt_budgets(budget_table),
         # the Markdown links figures relative to itself; the HTML page embeds them

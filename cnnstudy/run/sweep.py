@@ -272,6 +272,8 @@ class Sweep:
             return {"val_accuracy": previous.data.metrics["val_accuracy"]}
 
         settings = self.study.settings(nuisance, variant)
+        if stage == TUNE and self.study.tune_epochs:  # short tuning runs, schedule and all
+            settings["epochs"] = self.study.tune_epochs
         params = self._params(stage, variant, seed, settings, nuisance)
         name = f"{stage}-{variant.name}-" + (
             f"seed{seed}" if stage == REPLICATE else f"t{trial.trial_id}"
