@@ -267,6 +267,8 @@ SCALING_SET = [
     "study.budget=1",
     "study.limit=1000",
     "fixed.epochs=1",
+    "fixed.warmup_epochs=0",  # a 1-epoch run has no room for the study's warm-up
+    "study.tune_epochs=0",
     "scientific.paddings=['same']",
     "scientific.downsamplings=['maxpool','stride']",
 ]
@@ -323,6 +325,7 @@ DISTRIBUTED_SET = [
     "study.seeds=2",
     "study.budget=1",
     "fixed.epochs=2",
+    "study.tune_epochs=0",  # tuning trials as long as the replicates
 ]
 
 

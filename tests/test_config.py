@@ -134,6 +134,10 @@ BAD = {
         "[study]\ntune_epochs = 1\n[fixed]\nwarmup_epochs = 1\n",
         ["[study] tune_epochs", "warmup_epochs = 1", "above warmup_epochs"],
     ),
+    "tuning_runs_longer_than_replicates": (
+        "[study]\ntune_epochs = 6\n[fixed]\nepochs = 4\n",
+        ["[study] tune_epochs", "longer than the replicates", "at most 4"],
+    ),
     "fractions_leave_no_training_data": (  # the cross-field rule shows beside a field error
         "[fixed]\nval_fraction = 0.5\ntest_fraction = 0.45\nepochs = 0\n",
         ["[fixed] val_fraction + test_fraction", "10%", "[fixed] epochs = 0"],

@@ -256,3 +256,19 @@ def test_timed_predict_scores_every_image_once(n):
     scores, rate = training.timed_predict(model, x)
     np.testing.assert_allclose(scores, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert rate > 0
+
+
+def test_eta_weighs_each_trial_by_its_epochs():
+    """Short tuning trials must not make the replicates look cheap: 20 s for a 2-epoch trial
+    with 10 epochs of trials left is 100 s to go, not 2 trials x 20 s."""
+    import io
+    import time
+
+    from cnnstudy.run.sweep import Progress
+
+    out = io.StringIO()
+    progress = Progress(total=3, stream=out, work=12, started=time.perf_counter() - 20)
+    progress.trial("tune", "same_maxpool", "lr=0.01", "val_acc 0.9", 20.0, epochs=2)
+    assert "eta 1:40" in out.getvalue()
+    progress.skip(1, epochs=2)  # a tuning trial finished by an earlier run
+    assert (progress.done, progress.work_done, progress.work_here) == (2, 4, 2)

@@ -415,7 +415,8 @@ class StudyFile(_Model):
         study = study if isinstance(study, dict) else {}
         tune = study.get("tune_epochs", StudySection.model_fields["tune_epochs"].default)
         warm = fixed.get("warmup_epochs", FixedSection.model_fields["warmup_epochs"].default)
-        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (tune, warm))
+        epochs = fixed.get("epochs", FixedSection.model_fields["epochs"].default)
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (tune, warm, epochs))
         if whole and 0 < tune <= warm:  # a non-integer fails its own field's check
             rules.append(
                 (
@@ -423,6 +424,15 @@ class StudyFile(_Model):
                     f"tuning trials of {tune} epochs would spend them all warming up "
                     f"([fixed] warmup_epochs = {warm}): set tune_epochs above warmup_epochs, "
                     "or 0 to tune at the study's epochs.",
+                )
+            )
+        elif whole and tune > epochs:
+            rules.append(
+                (
+                    ("study", "tune_epochs"),
+                    f"tuning trials of {tune} epochs would train longer than the replicates "
+                    f"([fixed] epochs = {epochs}): set tune_epochs to at most {epochs}, or 0 to "
+                    "tune at the study's epochs.",
                 )
             )
         return rules
@@ -653,6 +663,16 @@ class Study:
     def n_trials(self) -> int:
         """Tuning points x tuning seeds, plus seeds, for every variant: the sweep's size."""
         return len(self.variants) * (self.n_tuning_points() * self.tune_seeds + self.seeds)
+
+    def trial_epochs(self, tuning: bool) -> int:
+        """Epochs of one tuning trial (``tune_epochs``, 0 = as a replicate) or replicate."""
+        return (self.tune_epochs if tuning else 0) or int(self.fixed["epochs"])
+
+    @property
+    def n_epochs(self) -> int:
+        """Epochs over all trials: the sweep's work, for its ETA."""
+        tune = self.n_tuning_points() * self.tune_seeds * self.trial_epochs(tuning=True)
+        return len(self.variants) * (tune + self.seeds * self.trial_epochs(tuning=False))
 
 
 # ---------------------------------------------------------------- loading

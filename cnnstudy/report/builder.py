@@ -383,7 +383,7 @@ def build_report(data: ReportData, out_dir: Path) -> list[Path]:
         "summary_table": _fmt_summary(summary, runs),
         "edge": edge,
         "two_point_grid": _two_point_grid(data.resolved),
-        "tune_epochs": data.resolved.get("study", {}).get("tune_epochs", 0),
+        "tune_epochs": _short_tuning(data.resolved),
         "epochs": data.resolved.get("fixed", {}).get("epochs"),
         "tuning_table": _fmt_tuning(tuning, chosen),
         "timing_table": _fmt_timing(timing),
@@ -392,7 +392,7 @@ def build_report(data: ReportData, out_dir: Path) -> list[Path]:
         "rising": rising,
         "flags_table": flags.assign(
             last_quarter_gain=flags["last_quarter_gain"].map(lambda x: f"{x * 100:+.2f}"),
-            gain_sd=flags["gain_sd"].map(lambda x: f"{x * 100:.2f}"),
+            gain_sd=flags["gain_sd"].map(lambda x: f"{x * 100:.2f}" if np.isfinite(x) else "-"),
         ).rename(
             columns={
                 "last_quarter_gain": "val acc gain, last quarter (pts)",
@@ -564,6 +564,12 @@ def _g3(x: float) -> str:
 def _fmt_anova(anova: pd.DataFrame) -> pd.DataFrame:
     specs = {"sum_sq": ".3g", "F": ".2f", "p_value": ".3g", "df": ".0f", "eta_sq": ".3f"}
     return anova.assign(**{c: anova[c].map(lambda x, s=s: _fmt(x, s)) for c, s in specs.items()})
+
+
+def _short_tuning(resolved: dict) -> int:
+    """``tune_epochs`` where tuning runs are shorter than the replicates, else 0."""
+    tune = resolved.get("study", {}).get("tune_epochs", 0) or 0
+    return tune if tune < resolved.get("fixed", {}).get("epochs", 0) else 0
 
 
 def _two_point_grid(resolved: dict) -> bool:

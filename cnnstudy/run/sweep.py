@@ -55,13 +55,21 @@ class Progress:
     started: float = field(default_factory=time.perf_counter)
     ran_here: int = 0
     stream: Any = sys.stdout
+    work: int = 0  # epochs over all trials: the ETA weighs a trial by its epochs (0 = by count)
+    work_done: int = 0
+    work_here: int = 0
 
-    def skip(self, n: int) -> None:
+    def skip(self, n: int, epochs: int = 1) -> None:
         self.done += n
+        self.work_done += n * epochs
 
-    def trial(self, stage: str, variant: str, detail: str, result: str, seconds: float) -> None:
+    def trial(
+        self, stage: str, variant: str, detail: str, result: str, seconds: float, epochs: int = 1
+    ) -> None:
         self.done += 1
         self.ran_here += 1
+        self.work_done += epochs
+        self.work_here += epochs
         if self.stream is None:  # quiet (the benchmark)
             return
         elapsed = time.perf_counter() - self.started
@@ -73,7 +81,10 @@ class Progress:
                 flush=True,
             )
             return
-        eta = elapsed / self.ran_here * (self.total - self.done)
+        if self.work:  # tuning trials may be shorter than replicates
+            eta = elapsed / max(self.work_here, 1) * max(self.work - self.work_done, 0)
+        else:
+            eta = elapsed / self.ran_here * (self.total - self.done)
         width = len(str(self.total))
         print(
             f"[{self.done:>{width}}/{self.total}] {stage:<9} {variant:<14} {detail:<22} "
@@ -192,7 +203,9 @@ class Sweep:
         parts = [splits.x_test, splits.x_train[sample], *self.probe_set.inputs()]
         self.eval_bounds = np.cumsum([0, *(len(p) for p in parts)])
         self.eval_inputs = np.concatenate(parts)
-        self.progress = Progress(total=study.n_trials, stream=None if quiet else sys.stdout)
+        self.progress = Progress(
+            total=study.n_trials, stream=None if quiet else sys.stdout, work=study.n_epochs
+        )
 
     # -- stages
     def _tuner(self, stage: str, hp: keras_tuner.HyperParameters) -> StudyTuner:
@@ -218,7 +231,7 @@ class Sweep:
         if self.role:
             roles.stage_port(0)
         tuner = self._tuner(TUNE, self.tune_space())
-        self.progress.skip(_finished_count(tuner))
+        self.progress.skip(_finished_count(tuner), self.study.trial_epochs(tuning=True))
         tuner.search(verbose=0)
         if self.role == "worker":
             self.best = roles.wait_for_best(self.tracker)
@@ -242,7 +255,7 @@ class Sweep:
         if self.role:
             roles.stage_port(1)
         rep = self._tuner(REPLICATE, self.replicate_space(names))
-        self.progress.skip(_finished_count(rep))
+        self.progress.skip(_finished_count(rep), self.study.trial_epochs(tuning=False))
         rep.search(verbose=0)
 
     def _report_untuned(self) -> None:
@@ -250,6 +263,7 @@ class Sweep:
             if v.name not in self.best:
                 skipped = self.study.seeds
                 self.progress.total -= skipped
+                self.progress.work -= skipped * self.study.trial_epochs(tuning=False)
                 print(
                     f"warning: every tuning trial of {v.name} failed; it is not replicated. "
                     "See the FAILED runs in MLflow (tag cnnstudy.failure).",
@@ -265,15 +279,14 @@ class Sweep:
         else:
             seed, nuisance = int(values["seed"]), self.best[variant.name]
         key = f"{stage}/{trial.trial_id}"
+        epochs = self.study.trial_epochs(tuning=stage == TUNE)
         earlier = self.tracker.trial_runs(key)  # one look-up serves both checks below
         previous = self.tracker.finished_trial(key, earlier)
         if previous is not None:  # finished in MLflow, then the process died: keep that run
-            self.progress.skip(1)
+            self.progress.skip(1, epochs)
             return {"val_accuracy": previous.data.metrics["val_accuracy"]}
 
-        settings = self.study.settings(nuisance, variant)
-        if stage == TUNE and self.study.tune_epochs:  # short tuning runs, schedule and all
-            settings["epochs"] = self.study.tune_epochs
+        settings = {**self.study.settings(nuisance, variant), "epochs": epochs}  # tune_epochs
         params = self._params(stage, variant, seed, settings, nuisance)
         name = f"{stage}-{variant.name}-" + (
             f"seed{seed}" if stage == REPLICATE else f"t{trial.trial_id}"
@@ -299,13 +312,15 @@ class Sweep:
                 detail,
                 f"FAILED ({reason[:40]})",
                 time.perf_counter() - started,
+                epochs,
             )
             raise keras_tuner.errors.FailedTrialError(reason) from err
         self.tracker.end_trial(run_id)
         result = f"val_acc {metrics['val_accuracy']:.4f}"
         if stage == REPLICATE:
             result = f"test_acc {metrics['test_accuracy']:.4f}"
-        self.progress.trial(stage, variant.name, detail, result, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.progress.trial(stage, variant.name, detail, result, seconds, epochs)
         return {"val_accuracy": metrics["val_accuracy"]}
 
     def _params(self, stage, variant, seed, settings, nuisance) -> dict[str, Any]:  # noqa: ANN001
