@@ -415,8 +415,7 @@ class StudyFile(_Model):
         study = study if isinstance(study, dict) else {}
         tune = study.get("tune_epochs", StudySection.model_fields["tune_epochs"].default)
         warm = fixed.get("warmup_epochs", FixedSection.model_fields["warmup_epochs"].default)
-        epochs = fixed.get("epochs", FixedSection.model_fields["epochs"].default)
-        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (tune, warm, epochs))
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (tune, warm))
         if whole and 0 < tune <= warm:  # a non-integer fails its own field's check
             rules.append(
                 (
@@ -424,15 +423,6 @@ class StudyFile(_Model):
                     f"tuning trials of {tune} epochs would spend them all warming up "
                     f"([fixed] warmup_epochs = {warm}): set tune_epochs above warmup_epochs, "
                     "or 0 to tune at the study's epochs.",
-                )
-            )
-        elif whole and tune > epochs:
-            rules.append(
-                (
-                    ("study", "tune_epochs"),
-                    f"tuning trials of {tune} epochs would train longer than the replicates "
-                    f"([fixed] epochs = {epochs}): set tune_epochs to at most {epochs}, or 0 to "
-                    "tune at the study's epochs.",
                 )
             )
         return rules
@@ -665,8 +655,10 @@ class Study:
         return len(self.variants) * (self.n_tuning_points() * self.tune_seeds + self.seeds)
 
     def trial_epochs(self, tuning: bool) -> int:
-        """Epochs of one tuning trial (``tune_epochs``, 0 = as a replicate) or replicate."""
-        return (self.tune_epochs if tuning else 0) or int(self.fixed["epochs"])
+        """Epochs of one replicate, or of one tuning trial: ``tune_epochs`` (0 = as a
+        replicate), never more than a replicate's (``--set fixed.epochs=2`` shortens both)."""
+        epochs = int(self.fixed["epochs"])
+        return min(self.tune_epochs, epochs) if tuning and self.tune_epochs else epochs
 
     @property
     def n_epochs(self) -> int:
