@@ -55,7 +55,7 @@ class Progress:
     started: float = field(default_factory=time.perf_counter)
     ran_here: int = 0
     stream: Any = sys.stdout
-    work: int = 0  # epochs over all trials: the ETA weighs a trial by its epochs (0 = by count)
+    work: int = 0  # epochs over all trials: the ETA weighs a trial by its epochs
     work_done: int = 0
     work_here: int = 0
 
@@ -81,10 +81,8 @@ class Progress:
                 flush=True,
             )
             return
-        if self.work:  # tuning trials may be shorter than replicates
-            eta = elapsed / max(self.work_here, 1) * max(self.work - self.work_done, 0)
-        else:
-            eta = elapsed / self.ran_here * (self.total - self.done)
+        # by epochs, not trials: tuning trials may be shorter than replicates
+        eta = elapsed / max(self.work_here, 1) * max(self.work - self.work_done, 0)
         width = len(str(self.total))
         print(
             f"[{self.done:>{width}}/{self.total}] {stage:<9} {variant:<14} {detail:<22} "
