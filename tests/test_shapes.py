@@ -243,3 +243,26 @@ def test_warmup_rises_linearly_then_follows_the_schedule(schedule):
         assert no_warmup == 0.01
     else:
         assert float(keras.ops.convert_to_numpy(no_warmup(0))) == pytest.approx(0.01)
+
+
+def test_mixed_bfloat16_computes_in_bf16_keeps_f32_weights_and_a_f32_softmax():
+    """`precision = "mixed_bfloat16"` reaches the model: every layer but the output computes
+    in bfloat16 on float32 weights; a training step stays finite; float32 is untouched."""
+    import keras
+    import numpy as np
+
+    from cnnstudy.nets.models import build_model, compile_model
+
+    settings = {**SETTINGS["gap"], "precision": "mixed_bfloat16"}
+    keras.utils.set_random_seed(0)
+    model = build_model(variants()["same_avgpool"], settings, (16, 16, 3), 10)
+    conv, logits = model.get_layer("s1_conv1"), model.get_layer("logits")
+    assert (conv.compute_dtype, conv.variable_dtype) == ("bfloat16", "float32")
+    assert (logits.compute_dtype, logits.variable_dtype) == ("float32", "float32")
+    x = np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32)
+    assert keras.ops.convert_to_numpy(model(x)).dtype == np.float32
+    compile_model(model, settings)
+    history = model.fit(x, np.arange(8) % 10, batch_size=4, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
+    plain = build_model(variants()["same_avgpool"], SETTINGS["gap"], (16, 16, 3), 10)
+    assert {layer.compute_dtype for layer in plain.layers} == {"float32"}

@@ -204,6 +204,26 @@ def test_same_seed_gives_same_data_order_for_every_variant(monkeypatch):
         assert splits.y_train[order].astype(np.int8).tobytes() in stream
 
 
+def test_seeded_batches_serve_the_epochs_order_with_each_images_own_shift():
+    """The epoch laid out at once serves, batch by batch, image order[k] shifted by its own
+    seeded offset: the stream a per-image reference computes."""
+    from cnnstudy.nets.imageops import random_shifts, shift
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 6, 6, 2), dtype=np.float32), np.arange(50)
+    batches = training.SeededBatches(x, y, batch_size=8, seed=3, shift=1)
+    assert len(batches) == 7  # the last batch is short
+    for epoch in (0, 2):
+        batches.set_epoch(epoch)
+        order = training.epoch_order_at(3, epoch, 50)
+        dy, dx = random_shifts(np.random.default_rng([3, epoch, 1]), 50, 1)
+        xs, ys = zip(*(batches[i] for i in range(len(batches))), strict=True)
+        np.testing.assert_array_equal(np.concatenate(ys), order)
+        expected = np.stack([shift(x[k : k + 1], dy[k], dx[k])[0] for k in order])
+        np.testing.assert_array_equal(np.concatenate(xs), expected)
+        assert (dy != 0).any() and not np.array_equal(expected, x[order])  # shifts did happen
+
+
 def _stand_in(study, n=48):
     """Offline data for offline studies; random images of the real shape otherwise."""
     if REGISTRY[study.dataset].offline:

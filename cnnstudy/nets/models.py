@@ -73,8 +73,18 @@ def build_model(
     input_shape: tuple[int, int, int],
     n_classes: int,
 ) -> keras.Sequential:
-    """An uncompiled model for one variant under the study's fixed + nuisance settings."""
-    layers = [LAYERS[spec.kind](spec, settings) for spec in plan(variant, settings, n_classes)]
+    """An uncompiled model for one variant under the study's fixed + nuisance settings.
+
+    Under ``precision = "mixed_bfloat16"`` every layer computes in bfloat16 and keeps float32
+    weights, except the softmax output, which stays float32 so the loss is computed in full
+    precision (the Keras mixed-precision recipe; bfloat16 needs no loss scaling)."""
+    specs = plan(variant, settings, n_classes)
+    policy = settings.get("precision", "float32")
+    layers = []
+    for spec in specs:
+        layer = LAYERS[spec.kind](spec, settings)
+        layer.dtype_policy = "float32" if spec.activation == "softmax" else policy
+        layers.append(layer)
     return keras.Sequential([keras.Input(input_shape), *layers], name=variant.name)
 
 
