@@ -17,7 +17,19 @@ pytestmark = pytest.mark.backends
 def test_smoke_sweep_runs_on_this_backend(isolated_store):
     shutil.copy(ROOT / "experiments/smoke.toml", "experiments/smoke.toml")
     args = ["sweep", "experiments/smoke.toml", "--set", "study.limit=300"]
+    hits = []
+    if keras.backend.backend() == "jax":  # compiled steps are reused across trials
+        import jax
+
+        jax.monitoring.register_event_listener(
+            lambda event, **_: (
+                hits.append(event) if "compilation_cache/cache_hits" in event else None
+            )
+        )
     assert main(args) == 0
+    if keras.backend.backend() == "jax":
+        assert any((isolated_store / "state/jax-cache").iterdir())
+        assert len(hits) > 10  # e.g. the second tuning seed of a variant compiles nothing new
     runs = mlflow.search_runs(experiment_names=["smoke"])
     parent = runs[runs["tags.cnnstudy.kind"] == "sweep"].iloc[0]
     assert parent["tags.cnnstudy.backend"] == keras.backend.backend()

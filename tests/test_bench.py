@@ -1,9 +1,12 @@
 """make bench's report: the whole-trial comparison across backends, from constructed rows."""
 
 import keras
+import numpy as np
 import pandas as pd
+import pytest
 
 from cnnstudy.bench import backend_trials, render_markdown, short_table
+from tests.helpers import ROOT
 
 
 def _rows() -> pd.DataFrame:
@@ -87,3 +90,80 @@ def test_bench_markdown_and_summary_show_the_trial_comparison():
     throughput = md.split("## Throughput")[1].split("## Scaling")[0]
     assert "otherbackend" not in throughput
     assert "otherbackend 9.00 (1.50x)" in short_table(df)
+
+
+# ---------------------------------------------------------------- make bench-gpu
+
+
+def test_gpu_peaks_and_mfu_arithmetic():
+    from cnnstudy import bench_gpu
+
+    assert bench_gpu.peak_tflops("NVIDIA H100 80GB HBM3", "mixed_bfloat16") == 989.4
+    assert bench_gpu.peak_tflops("NVIDIA H100 PCIe", "float32") == 378.0
+    assert bench_gpu.peak_tflops("NVIDIA H200", "float32") == 494.7
+    assert np.isnan(bench_gpu.peak_tflops("cpu (x86_64, 2 cores)", "float32"))
+    # 50,000 images/s of a 215 M-MAC model: 6 x 215e6 x 5e4 = 64.5 TFLOP/s of 989.4
+    assert bench_gpu.mfu(5e4, 215e6, 989.4, train=True) == pytest.approx(0.06519, rel=1e-3)
+    assert bench_gpu.mfu(5e4, 215e6, 989.4, train=False) == pytest.approx(0.06519 / 3, rel=1e-3)
+
+
+def test_cifar10_models_macs_are_counted_from_its_layers():
+    """same_maxpool of cifar10.toml: two 3x3 conv pairs (96, 192 maps), 32 px then 16 px."""
+    from cnnstudy import bench_gpu
+    from cnnstudy.core.study import load_study
+
+    study = load_study(ROOT / "experiments/cifar10_standin.toml")
+    same_maxpool = next(v for v in study.variants if v.name == "same_maxpool")
+    convs = 32 * 32 * 9 * (3 * 96 + 96 * 96) + 16 * 16 * 9 * (96 * 192 + 192 * 192)
+    macs = bench_gpu.macs_per_image(study, same_maxpool)
+    assert convs < macs < convs * 1.01  # pools and the head add well under 1%
+
+
+def test_gpu_bench_runs_every_section_and_renders_its_ratios(isolated_store):
+    """The whole bench on a CPU, shrunk: one variant, 200 images of the smoke study."""
+    from cnnstudy import bench_gpu
+
+    df = bench_gpu.run(str(ROOT / "experiments/smoke.toml"), limit=200, variants=["same_maxpool"])
+    assert list(df.columns[:8]) == [
+        "backend", "study", "variant", "precision", "batch_size",
+        "train_images_per_second", "mfu", "overhead_ratio",
+    ]  # fmt: skip
+    tp = df[df["section"] == "throughput"]
+    assert sorted(tp["precision"]) == ["float32", "mixed_bfloat16"]
+    assert (tp["train_images_per_second"] > 0).all() and (tp["infer_images_per_second"] > 0).all()
+    ratio = tp["bare_train_images_per_second"] / tp["train_images_per_second"]
+    np.testing.assert_allclose(tp["overhead_ratio"], ratio)
+    assert tp["mfu"].isna().all()  # a CPU has no peak in the table: no MFU, not a guess
+    hot = df[df["section"] == "hot path"].set_index("setting")
+    assert {
+        "NaN check every batch (before)",
+        "NaN check every epoch (after)",
+        "batch 64",
+        "batch 256",
+        "trial, compiled (before)",
+        "input pipeline alone",
+    } <= set(hot.index)
+    assert (hot["seconds"].dropna() > 0).all()
+    md = bench_gpu.render(df, "cpu-test")
+    assert "per-epoch / per-batch NaN check, train images/s: **" in md
+    assert "batch 256 / batch 64, train images/s: **" in md
+    assert "| same_maxpool | float32 | 64" in md
+
+
+def test_gpu_bench_refuses_without_a_gpu_and_adds_a_timed_sweep(
+    isolated_store, monkeypatch, capsys
+):
+    from cnnstudy import bench_gpu
+
+    monkeypatch.delenv("CNNSTUDY_BENCH_ANY_DEVICE", raising=False)
+    assert bench_gpu.main([str(ROOT / "experiments/smoke.toml")]) == 2
+    assert "no GPU is visible" in capsys.readouterr().err
+    monkeypatch.setenv("CNNSTUDY_BENCH_ANY_DEVICE", "1")
+    out = isolated_store / "bench"
+    args = [str(ROOT / "experiments/smoke.toml"), "--sweep", "--set", "study.limit=200"]
+    assert bench_gpu.main([*args, "--out", str(out)]) == 0
+    csv = next(out.glob("*.csv"))
+    sweep = pd.read_csv(csv).query("section == 'sweep'")
+    assert len(sweep) == 1 and sweep["seconds"].iloc[0] > 0
+    assert sweep["note"].iloc[0] == "18/18 trials finished"  # 6 x (2 tuning + 1), its store
+    assert "--set study.limit=200" in csv.with_suffix(".md").read_text()

@@ -216,3 +216,33 @@ def test_official_test_split_is_kept_and_limit_is_stratified(tmp_path):
         "cifar10",
         "cifar100",
     }
+
+
+def test_mnist5k_rgb_has_cifar10s_shape_two_colours_and_no_test_digit_seen_in_training():
+    """colour_digits on 60 synthetic 'digits' whose ink areas are 1..60 px (an area survives
+    placement and colouring): 12 copies each, background and ink at least 64 levels apart in
+    every channel, and no test image a copy of a training digit."""
+    n = 60
+    x = np.zeros((n, 28, 28, 1))
+    block = np.zeros((n, 64))
+    for i in range(n):
+        block[i, : i + 1] = 255.0
+    x[:, 10:18, 10:18, 0] = block.reshape(n, 8, 8)
+    y = np.arange(n) % 10
+    x_train, y_train, x_test, y_test = datasets.colour_digits((x, y, None, None), seed=0)
+    assert x_train.shape == (12 * 50, 32, 32, 3) and x_test.shape == (12 * 10, 32, 32, 3)
+    assert x_train.dtype == np.uint8 and np.bincount(y_test).tolist() == [12] * 10
+
+    def areas_and_contrast(images):
+        background = images[:, :1, :1, :]  # a corner: the digit is pasted whole, away from it
+        ink = (images != background).any(axis=-1)
+        gap = np.abs(images.max(axis=(1, 2)).astype(int) - images.min(axis=(1, 2)))
+        return ink.sum(axis=(1, 2)), gap
+
+    train_areas, train_gap = areas_and_contrast(x_train)
+    test_areas, test_gap = areas_and_contrast(x_test)
+    assert min(train_gap.min(), test_gap.min()) >= 64  # two colours, far apart per channel
+    assert np.bincount(train_areas).max() == 12 and len(set(train_areas)) == 50
+    assert not set(train_areas) & set(test_areas)  # held-out digits only in the test set
+    assert set(train_areas) | set(test_areas) == set(range(1, n + 1))
+    assert datasets.REGISTRY["mnist5k_rgb"].input_shape == (32, 32, 3)

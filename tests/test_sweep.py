@@ -204,6 +204,39 @@ def test_same_seed_gives_same_data_order_for_every_variant(monkeypatch):
         assert splits.y_train[order].astype(np.int8).tobytes() in stream
 
 
+@pytest.mark.parametrize("nan_check", ["epoch", "batch"])
+def test_a_nan_loss_fails_the_fit_and_only_the_batch_check_hooks_every_batch(
+    monkeypatch, nan_check
+):
+    """Both checks raise DivergedError at the epoch the loss went NaN; only "batch" gives
+    Keras a per-batch callback (which stops its asynchronous dispatch of steps)."""
+    import keras
+
+    splits = load_splits("digits", val_fraction=0.2, test_fraction=0.2, split_seed=0, limit=300)
+    settings = load_study(ROOT / "experiments/digits.toml").settings({"learning_rate": 1e12})
+    model = compile_model(
+        build_model(variants()["same_maxpool"], settings, (8, 8, 1), 10), settings
+    )
+    seen = []
+    original = model.fit
+
+    def recording(*args, **kwargs):
+        seen.extend(kwargs["callbacks"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "fit", recording)
+    with pytest.raises(training.DivergedError) as err:
+        training.fit(model, splits, seed=0, epochs=3, batch_size=32, nan_check=nan_check)
+    assert err.value.epoch == 0
+    base = keras.callbacks.Callback
+    per_batch = [
+        c for c in seen
+        if type(c).on_batch_end is not base.on_batch_end
+        or type(c).on_train_batch_end is not base.on_train_batch_end
+    ]  # fmt: skip
+    assert len(per_batch) == (nan_check == "batch")
+
+
 def test_seeded_batches_serve_the_epochs_order_with_each_images_own_shift():
     """The epoch laid out at once serves, batch by batch, image order[k] shifted by its own
     seeded offset: the stream a per-image reference computes."""

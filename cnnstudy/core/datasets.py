@@ -33,6 +33,9 @@ REGISTRY: dict[str, DatasetInfo] = {
         DatasetInfo(
             "mnist5k_cluttered", (CANVAS, CANVAS, 1), 10, True, 255.0, plain_background=False
         ),  # fmt: skip
+        # CIFAR-10's shape and size from mnist5k, for the GPU throughput runs offline (see
+        # nets.data.colour_digits): not CIFAR-10's difficulty, so its verdicts are not CIFAR's
+        DatasetInfo("mnist5k_rgb", (32, 32, 3), 10, True, 255.0, plain_background=False),
         DatasetInfo(
             "mnist",
             (28, 28, 1),

@@ -119,13 +119,20 @@ def start_mlflow_server(procs: Processes, store_uri: str, log_dir: Path) -> str:
 
 
 def worker_threads(n_workers: int) -> dict[str, str]:
-    """Thread counts for each of n workers on this machine (TensorFlow reads these)."""
+    """Thread counts for each of n workers on this machine (TensorFlow reads these), and
+    under JAX, GPU memory taken as needed: JAX's default takes 75% of the GPU for the first
+    process, and a second worker on the same GPU would then run out (unless the user set
+    JAX's memory variables themselves)."""
     threads = str(max(1, (os.cpu_count() or 1) // max(1, n_workers)))
-    return {
+    out = {
         "TF_NUM_INTRAOP_THREADS": threads,
         "TF_NUM_INTEROP_THREADS": threads,
         "OMP_NUM_THREADS": threads,
     }
+    jax_memory = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+    if os.environ.get("KERAS_BACKEND") == "jax" and not any(v in os.environ for v in jax_memory):
+        out["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    return out
 
 
 def run_distributed(argv: list[str], n_workers: int, study, log_dir: Path) -> int:  # noqa: ANN001

@@ -1,0 +1,507 @@
+"""`make bench-gpu`: the CIFAR-10 study's model at GPU speed, and where its time goes.
+
+For every variant of the study (each padding x downsampling level) and each precision
+(float32, mixed_bfloat16), on the study's real (or stand-in) training images:
+
+- train images/s through cnnstudy's own training loop (seeded batches, shifts, callbacks),
+  and through a bare ``model.fit`` of the same model on the same arrays: their ratio is the
+  harness overhead;
+- inference images/s;
+- MFU: achieved FLOP/s (MACs per image x 2 forward, x 6 for a training step) over the
+  device's peak for that precision.
+
+Then the hot path, before and after, measured side by side in the same run: the per-batch
+NaN check, the batch size, and JAX's persistent compilation cache (a trial that compiles
+everything vs one that reads its steps back). ``--sweep`` times a whole sweep of the study
+in a scratch store. Results go to results/bench/<machine>.{md,csv}; the markdown is always
+rendered from the csv, so a later ``--sweep`` adds its row to an earlier bench.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cnnstudy.bench import machine_name, scratch_store
+from cnnstudy.core.study import Study, load_study
+from cnnstudy.core.variants import Variant
+from cnnstudy.nets.data import Splits, study_splits
+
+STUDY = "experiments/cifar10_standin.toml"
+PRECISIONS = ("float32", "mixed_bfloat16")
+COLUMNS = [  # the issue's columns first
+    "backend",
+    "study",
+    "variant",
+    "precision",
+    "batch_size",
+    "train_images_per_second",
+    "mfu",
+    "overhead_ratio",
+    "section",
+    "setting",
+    "infer_images_per_second",
+    "bare_train_images_per_second",
+    "bare_mfu",
+    "macs_per_image",
+    "peak_tflops",
+    "seconds",
+    "note",
+]
+
+# Dense peak TFLOP/s per precision, from NVIDIA's data sheets. float32 is measured against
+# the TF32 tensor-core peak: at JAX's default precision XLA runs float32 convolutions and
+# matrix products in TF32 on these GPUs. Unknown devices get no MFU (NaN), not a guess.
+PEAKS = {
+    "h100 pcie": {"float32": 378.0, "mixed_bfloat16": 756.0},
+    "h100": {"float32": 494.7, "mixed_bfloat16": 989.4},  # SXM
+    "h200": {"float32": 494.7, "mixed_bfloat16": 989.4},
+    "a100": {"float32": 156.0, "mixed_bfloat16": 312.0},
+    "l4": {"float32": 60.0, "mixed_bfloat16": 121.0},
+}
+
+
+def peak_tflops(device: str, precision: str) -> float:
+    """The device's dense peak for ``precision``; NaN when the device is not in PEAKS."""
+    name = device.lower()
+    for key in sorted(PEAKS, key=len, reverse=True):  # "h100 pcie" before "h100"
+        if all(part in name for part in key.split()):
+            return PEAKS[key][precision]
+    return math.nan
+
+
+def mfu(images_per_second: float, macs_per_image: float, peak: float, train: bool) -> float:
+    """Model FLOP utilisation: 2 FLOPs per MAC forward, 3x that for forward + backward."""
+    flops = images_per_second * macs_per_image * (6 if train else 2)
+    return flops / (peak * 1e12)
+
+
+def macs_per_image(study: Study, variant: Variant) -> float:
+    from cnnstudy.nets.shapes import formula_table
+
+    settings = study.settings({k: s.values[0] for k, s in study.nuisance.items()}, variant)
+    rows = formula_table(variant, settings, study.input_shape, study.n_classes)
+    return float(sum(r["macs"] for r in rows))
+
+
+# ---------------------------------------------------------------- one measurement
+
+
+def _model(study: Study, variant: Variant, precision: str, batch: int, steps: int):
+    import keras
+
+    from cnnstudy.nets.models import build_model, compile_model
+
+    nuisance = {k: s.values[len(s.values) // 2] for k, s in study.nuisance.items()}
+    settings = {**study.settings(nuisance, variant), "precision": precision, "batch_size": batch}
+    keras.utils.set_random_seed(0)
+    model = build_model(variant, settings, study.input_shape, study.n_classes)
+    return compile_model(model, settings, steps_per_epoch=steps), settings
+
+
+def bare_rate(study: Study, variant: Variant, precision: str, batch: int, splits: Splits) -> float:
+    """Steady-state train images/s of a bare ``model.fit`` on in-memory arrays: no callbacks
+    but an epoch clock, no augmentation, Keras's own shuffling."""
+    from cnnstudy.nets.training import _TrainClock
+
+    n = len(splits.y_train)
+    model, _ = _model(study, variant, precision, batch, -(-n // batch))
+    clock = _TrainClock()
+    model.fit(
+        splits.x_train, splits.y_train, batch_size=batch, epochs=3, callbacks=[clock], verbose=0
+    )
+    return n * 2 / sum(clock.seconds[1:])  # epoch 1 compiles
+
+
+def harness_rate(
+    study: Study,
+    variant: Variant,
+    precision: str,
+    batch: int,
+    splits: Splits,
+    nan_check: str = "epoch",
+) -> tuple[float, float]:
+    """Steady-state train images/s through cnnstudy's training loop (as a sweep trains),
+    and inference images/s on the test split."""
+    from cnnstudy.nets import training
+
+    model, settings = _model(study, variant, precision, batch, -(-len(splits.y_train) // batch))
+    fit = training.fit(
+        model,
+        splits,
+        seed=0,
+        epochs=3,
+        batch_size=batch,
+        augment_shift=settings["augment_shift"],
+        nan_check=nan_check,
+    )
+    _, infer = training.timed_predict(model, splits.x_test, batch_size=256)
+    return fit.train_images_per_second, infer
+
+
+def trial_seconds(study: Study, variant: Variant, splits: Splits, seed: int) -> float:
+    """A whole short trial as the sweep runs one: build, compile, 1 epoch, evaluate."""
+    from cnnstudy.nets import training
+
+    start = time.perf_counter()
+    precision = study.fixed["precision"]
+    batch = study.fixed["batch_size"]
+    model, settings = _model(study, variant, precision, batch, -(-len(splits.y_train) // batch))
+    training.fit(
+        model,
+        splits,
+        seed=seed,
+        epochs=1,
+        batch_size=batch,
+        augment_shift=settings["augment_shift"],
+    )
+    training.evaluate(model, splits.x_test, splits.y_test)
+    return time.perf_counter() - start
+
+
+def feed_rate(splits: Splits, batch: int, shift: int) -> float:
+    """Images/s of cnnstudy's input pipeline alone (order, shifts, batching), no model:
+    the most any training loop fed by it can reach on this host."""
+    from cnnstudy.nets.training import SeededBatches
+
+    batches = SeededBatches(splits.x_train, splits.y_train, batch, seed=0, shift=shift)
+    start = time.perf_counter()
+    for i in range(len(batches)):
+        batches[i]
+    return len(splits.y_train) / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run(study_path: str, limit: int = 0, variants: list[str] | None = None) -> pd.DataFrame:
+    """Every section but the sweep. ``limit``/``variants`` shrink it (tests, a quick look)."""
+    import keras
+
+    from cnnstudy.cli import persist_jax_compilations
+    from cnnstudy.tracking import device_description
+
+    sets = [f"study.limit={limit}"] if limit else []
+    study = load_study(study_path, sets)
+    chosen = [v for v in study.variants if not variants or v.name in variants]
+    device, backend = device_description(), keras.backend.backend()
+    batch, shift = study.fixed["batch_size"], study.fixed["augment_shift"]
+    print(f"loading {study.dataset} ...", flush=True)
+    splits = study_splits(study)
+    base = {"backend": backend, "study": study.name}
+    rows: list[dict] = []
+    with scratch_store():  # a fresh JAX compilation cache: the cold trial below is cold
+        if backend == "jax":
+            persist_jax_compilations()
+        first = chosen[0]
+        print(f"1/4 compilation: a cold and a warm trial of {first.name} ...", flush=True)
+        cold = trial_seconds(study, first, splits, seed=0)
+        warm = trial_seconds(study, first, splits, seed=1)
+        rows += [
+            {
+                **base,
+                "section": "hot path",
+                "variant": first.name,
+                "setting": s,
+                "seconds": t,
+                "precision": study.fixed["precision"],
+                "batch_size": batch,
+                "note": "one trial: build, compile, 1 epoch, evaluate",
+            }
+            for s, t in (("trial, compiled (before)", cold), ("trial, cache read (after)", warm))
+        ]
+        rows.append(
+            {
+                **base,
+                "section": "hot path",
+                "setting": "input pipeline alone",
+                "batch_size": batch,
+                "train_images_per_second": feed_rate(splits, batch, shift),
+                "note": f"SeededBatches, shift {shift}, no model",
+            }
+        )
+        total = len(chosen) * len(PRECISIONS)
+        for i, (precision, variant) in enumerate((p, v) for p in PRECISIONS for v in chosen):
+            print(f"2/4 throughput {i + 1}/{total}: {variant.name} {precision} ...", flush=True)
+            macs = macs_per_image(study, variant)
+            peak = peak_tflops(device, precision)
+            bare = bare_rate(study, variant, precision, batch, splits)
+            train, infer = harness_rate(study, variant, precision, batch, splits)
+            rows.append(
+                {
+                    **base,
+                    "section": "throughput",
+                    "variant": variant.name,
+                    "precision": precision,
+                    "batch_size": batch,
+                    "train_images_per_second": train,
+                    "mfu": mfu(train, macs, peak, True),
+                    "overhead_ratio": bare / train,
+                    "infer_images_per_second": infer,
+                    "bare_train_images_per_second": bare,
+                    "bare_mfu": mfu(bare, macs, peak, True),
+                    "macs_per_image": macs,
+                    "peak_tflops": peak,
+                }
+            )
+        print(f"3/4 per-batch NaN check, before and after, {first.name} ...", flush=True)
+        fast = "mixed_bfloat16"
+        for check, label in (
+            ("batch", "NaN check every batch (before)"),
+            ("epoch", "NaN check every epoch (after)"),
+        ):
+            rate, _ = harness_rate(study, first, fast, batch, splits, nan_check=check)
+            rows.append(_hot(base, first, fast, batch, label, rate, study))
+        print(f"4/4 batch size, {first.name} {fast} ...", flush=True)
+        for size in (batch, 2 * batch, 4 * batch):
+            rate, _ = harness_rate(study, first, fast, size, splits)
+            rows.append(_hot(base, first, fast, size, f"batch {size}", rate, study))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _hot(
+    base: dict,
+    variant: Variant,
+    precision: str,
+    batch: int,
+    label: str,
+    rate: float,
+    study: Study,
+) -> dict:
+    from cnnstudy.tracking import device_description
+
+    macs = macs_per_image(study, variant)
+    peak = peak_tflops(device_description(), precision)
+    return {
+        **base,
+        "section": "hot path",
+        "variant": variant.name,
+        "precision": precision,
+        "batch_size": batch,
+        "setting": label,
+        "train_images_per_second": rate,
+        "mfu": mfu(rate, macs, peak, True),
+        "macs_per_image": macs,
+        "peak_tflops": peak,
+    }
+
+
+def sweep_row(study_path: str, sets: list[str], workers: int = 0) -> dict:
+    """A whole sweep of the study (``cnnstudy sweep``) in a scratch store, timed, with the
+    number of trials that finished read back from that store."""
+    import keras
+    import mlflow
+
+    study = load_study(study_path, sets)
+    args = [x for s in sets for x in ("--set", s)] + (
+        ["--workers", str(workers)] if workers else []
+    )
+    with scratch_store() as tmp:
+        cmd = [sys.executable, "-m", "cnnstudy.cli", "sweep", str(Path(study_path).absolute())]
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [*cmd, *args], cwd=tmp, env=dict(os.environ), capture_output=True, text=True
+        )
+        seconds = time.perf_counter() - start
+        runs = mlflow.search_runs(experiment_names=[study.name])
+    trials = runs[runs["tags.cnnstudy.kind"] == "trial"] if len(runs) else runs
+    finished = int((trials["status"] == "FINISHED").sum()) if len(trials) else 0
+    note = f"{finished}/{study.n_trials} trials finished"
+    if proc.returncode != 0:
+        note += f"; exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+    return {
+        "backend": keras.backend.backend(),
+        "study": study.name,
+        "section": "sweep",
+        "setting": " ".join(args) or "as the study file",
+        "seconds": seconds,
+        "precision": study.fixed["precision"],
+        "batch_size": study.fixed["batch_size"],
+        "note": note,
+    }
+
+
+def render(df: pd.DataFrame, name: str) -> str:
+    from cnnstudy.report.builder import markdown_table
+    from cnnstudy.tracking import device_description, package_versions
+
+    def table(part: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
+        part = part[[c for c in cols if c in part and part[c].notna().any()]]
+        return markdown_table(part.round(digits)) if len(part) else "(not run)"
+
+    tp = df[df["section"] == "throughput"]
+    hot = df[df["section"] == "hot path"]
+    sweep = df[df["section"] == "sweep"]
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    lines = [
+        f"# cnnstudy GPU bench: {name}",
+        "",
+        f"Generated by `make bench-gpu` on {device_description()} ({versions}). Do not edit.",
+        "",
+        "MFU = train images/s x MACs per image x 6 (forward 2, backward 4) over the device's "
+        "dense peak for the precision (float32: the TF32 tensor-core peak). "
+        "overhead_ratio = bare `model.fit` images/s over cnnstudy's training loop images/s "
+        "(same model and arrays; the harness adds seeded batches with shifts, validation "
+        "and its callbacks; 1.0 = no overhead).",
+        "",
+        "## Throughput per variant and precision",
+        "",
+        table(
+            tp,
+            [
+                "variant",
+                "precision",
+                "batch_size",
+                "train_images_per_second",
+                "mfu",
+                "overhead_ratio",
+                "bare_train_images_per_second",
+                "bare_mfu",
+                "infer_images_per_second",
+                "macs_per_image",
+                "peak_tflops",
+            ],
+        ),
+        "",
+        "## Hot path: before and after, in this run",
+        "",
+        table(
+            hot,
+            [
+                "setting",
+                "variant",
+                "precision",
+                "batch_size",
+                "train_images_per_second",
+                "mfu",
+                "seconds",
+                "note",
+            ],
+        ),
+        "",
+        *_ratios(df),
+        "",
+        "## Whole sweep",
+        "",
+        table(sweep, ["study", "setting", "precision", "batch_size", "seconds", "note"], 1),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _ratios(df: pd.DataFrame) -> list[str]:
+    """The before/after ratios, each from rows of this run."""
+    hot = df[df["section"] == "hot path"].set_index("setting")
+    tp = df[df["section"] == "throughput"]
+    out = []
+
+    def get(label: str, col: str) -> float:
+        return float(hot.loc[label, col]) if label in hot.index else math.nan
+
+    pairs = [
+        (
+            "per-epoch / per-batch NaN check, train images/s",
+            get("NaN check every epoch (after)", "train_images_per_second")
+            / get("NaN check every batch (before)", "train_images_per_second"),
+        ),
+        (
+            "compiled trial / cache-read trial, seconds",
+            get("trial, compiled (before)", "seconds")
+            / get("trial, cache read (after)", "seconds"),
+        ),
+    ]
+    if len(tp):
+        by = tp.pivot_table(index="variant", columns="precision", values="train_images_per_second")
+        if set(PRECISIONS) <= set(by.columns):
+            ratio = by["mixed_bfloat16"] / by["float32"]
+            pairs.append(
+                (
+                    "mixed_bfloat16 / float32, train images/s (median over variants)",
+                    float(ratio.median()),
+                )
+            )
+    sizes = hot[hot.index.str.startswith("batch ")]
+    if len(sizes) > 1:
+        rates = sizes["train_images_per_second"].to_numpy()
+        pairs.append(
+            (
+                f"batch {int(sizes['batch_size'].iloc[-1])} / batch "
+                f"{int(sizes['batch_size'].iloc[0])}, train images/s",
+                float(rates[-1] / rates[0]),
+            )
+        )
+    for label, value in pairs:
+        if np.isfinite(value):
+            out.append(f"- {label}: **{value:.2f}x**")
+    return out
+
+
+def write(df: pd.DataFrame, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = machine_name()
+    df.to_csv(out_dir / f"{name}.csv", index=False, float_format="%.6g")
+    (out_dir / f"{name}.md").write_text(render(df, name))
+    return out_dir / f"{name}.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cnnstudy.bench_gpu", description=__doc__)
+    parser.add_argument("study", nargs="?", default=STUDY)
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="time a whole sweep of the study and add it to the bench files",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="passed to the sweep, as in `cnnstudy sweep --set`",
+    )
+    parser.add_argument("--workers", type=int, default=0, help="sweep with n workers")
+    parser.add_argument("--out", default="results/bench")
+    args = parser.parse_args(argv)
+    from cnnstudy.tracking import device_description
+
+    if not machine_name().startswith("gpu-") and not os.environ.get("CNNSTUDY_BENCH_ANY_DEVICE"):
+        print(
+            f"bench-gpu: no GPU is visible to Keras's {os.environ.get('KERAS_BACKEND')} backend "
+            f"(device: {device_description()}). On a GPU machine: KERAS_BACKEND=jax with "
+            "jax[cuda12], or TensorFlow with CUDA; see README 'GPU'. "
+            "(CNNSTUDY_BENCH_ANY_DEVICE=1 runs it anyway.)",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    csv = out / f"{machine_name()}.csv"
+    if args.sweep:
+        old = pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=COLUMNS)
+        print(f"timing a whole sweep of {args.study} {' '.join(args.set)} ...", flush=True)
+        row = sweep_row(args.study, args.set, args.workers)
+        df = pd.concat([old[old["section"] != "sweep"], pd.DataFrame([row])], ignore_index=True)
+    else:
+        old = pd.read_csv(csv) if csv.exists() else None
+        df = run(args.study)
+        if old is not None:  # keep an earlier sweep row
+            df = pd.concat([df, old[old["section"] == "sweep"]], ignore_index=True)
+    path = write(df[COLUMNS], out)
+    print(render(df, machine_name()))
+    print(f"wrote {path} and .csv")
+    return 0
+
+
+if __name__ == "__main__":
+    from cnnstudy.cli import import_backend_quietly, quiet_frameworks
+
+    quiet_frameworks()
+    import_backend_quietly()
+    sys.exit(main())
