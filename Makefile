@@ -60,6 +60,10 @@ shapes: $(BIN)/.installed ## print every variant's layer shapes, params and MACs
 bench: $(BIN)/.installed ## harness overhead, images/s per variant and backend, scaling -> results/bench/
 	$(BIN)/python -m cnnstudy.bench $(EXP)
 
+.PHONY: bench-gpu
+bench-gpu: $(BIN)/.installed ## on a GPU: images/s, MFU, overhead per variant and precision -> results/bench/gpu-*
+	$(BIN)/python -m cnnstudy.bench_gpu $(if $(filter command line environment,$(origin EXP)),$(EXP)) $(ARGS)
+
 .PHONY: ui
 ui: $(BIN)/.installed ## serve the MLflow UI on http://127.0.0.1:5000 (PORT=n for another port)
 	$(BIN)/cnnstudy ui --port $(PORT)
