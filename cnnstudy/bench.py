@@ -186,7 +186,8 @@ def throughput_all_backends(studies: list[str]) -> list[dict]:
     """One subprocess per installed backend (Keras fixes its backend at import)."""
     rows = []
     for backend, python in backend_pythons().items():
-        env = {**os.environ, "KERAS_BACKEND": backend}
+        # every trial compiles, as it did before the JAX cache (whole_trial repeats one)
+        env = {**os.environ, "KERAS_BACKEND": backend, "CNNSTUDY_JAX_CACHE": "0"}
         proc = subprocess.run(
             [python, "-m", "cnnstudy.bench", "--throughput-json", *studies],
             env=env,

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from cnnstudy.bench import machine_name, scratch_store
 from cnnstudy.core.study import Study, load_study
 from cnnstudy.core.variants import Variant
 from cnnstudy.nets.data import Splits, study_splits
+from cnnstudy.tracking import device_description
 
 STUDY = "experiments/cifar10_standin.toml"
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -59,21 +62,27 @@ COLUMNS = [  # the issue's columns first
 
 # Dense peak TFLOP/s per precision, from NVIDIA's data sheets. float32 is measured against
 # the TF32 tensor-core peak: at JAX's default precision XLA runs float32 convolutions and
-# matrix products in TF32 on these GPUs. Unknown devices get no MFU (NaN), not a guess.
+# matrix products in TF32 on these GPUs. Keys are the words of the device's name; a device
+# not listed (or a MIG slice of one) gets no MFU (NaN), not a guess.
 PEAKS = {
-    "h100 pcie": {"float32": 378.0, "mixed_bfloat16": 756.0},
-    "h100": {"float32": 494.7, "mixed_bfloat16": 989.4},  # SXM
-    "h200": {"float32": 494.7, "mixed_bfloat16": 989.4},
-    "a100": {"float32": 156.0, "mixed_bfloat16": 312.0},
-    "l4": {"float32": 60.0, "mixed_bfloat16": 121.0},
+    ("h100", "pcie"): {"float32": 378.0, "mixed_bfloat16": 756.0},
+    ("h100", "nvl"): {"float32": 417.5, "mixed_bfloat16": 835.5},
+    ("h100",): {"float32": 494.7, "mixed_bfloat16": 989.4},  # SXM
+    ("h200", "nvl"): {"float32": 417.5, "mixed_bfloat16": 835.5},
+    ("h200",): {"float32": 494.7, "mixed_bfloat16": 989.4},  # SXM
+    ("a100",): {"float32": 156.0, "mixed_bfloat16": 312.0},
+    ("l4",): {"float32": 60.0, "mixed_bfloat16": 121.0},
+    ("l40s",): {"float32": 183.0, "mixed_bfloat16": 362.0},
 }
 
 
 def peak_tflops(device: str, precision: str) -> float:
     """The device's dense peak for ``precision``; NaN when the device is not in PEAKS."""
-    name = device.lower()
-    for key in sorted(PEAKS, key=len, reverse=True):  # "h100 pcie" before "h100"
-        if all(part in name for part in key.split()):
+    words = set(re.findall(r"[a-z0-9]+", device.lower()))
+    if "mig" in words or "rtx" in words:
+        return math.nan
+    for key in sorted(PEAKS, key=len, reverse=True):  # ("h100", "pcie") before ("h100",)
+        if set(key) <= words:
             return PEAKS[key][precision]
     return math.nan
 
@@ -149,9 +158,27 @@ def harness_rate(
     return fit.train_images_per_second, infer
 
 
+@contextmanager
+def compilation_cache(jax_backend: bool, enabled: bool):  # noqa: ANN201
+    """JAX's persistent compilation cache switched on or off inside the block."""
+    if not jax_backend:
+        yield
+        return
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    before = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    cc.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", before)
+        cc.reset_cache()
+
+
 def trial_seconds(study: Study, variant: Variant, splits: Splits, seed: int, lr: float) -> float:
-    """A whole short trial as the sweep runs one: build, compile, 1 epoch, evaluate. The
-    learning rate is part of what JAX compiles (the schedule's constants); the seed is not."""
+    """A whole short trial as the sweep runs one: build, compile, 1 epoch, evaluate."""
     from cnnstudy.nets import training
 
     start = time.perf_counter()
@@ -193,11 +220,12 @@ def run(
     import keras
 
     from cnnstudy.cli import persist_jax_compilations
-    from cnnstudy.tracking import device_description
 
     sets = [f"study.limit={limit}"] if limit else []
     study = load_study(study_path, sets)
     chosen = [v for v in study.variants if not variants or v.name in variants]
+    if not chosen:
+        raise ValueError(f"no variant of {study_path} is named {variants}")
     device, backend = device_description(), keras.backend.backend()
     batch, shift = study.fixed["batch_size"], study.fixed["augment_shift"]
     print(f"loading {study.dataset} ...", flush=True)
@@ -208,13 +236,15 @@ def run(
         if backend == "jax":
             persist_jax_compilations()
         first = chosen[0]
-        print(f"1/3 compilation: cold and warm trials of {first.name} ...", flush=True)
+        print(f"1/3 compilation: trials that compile or read back, {first.name} ...", flush=True)
         trial_seconds(study, first, splits, seed=0, lr=1e-3)  # the process's own first use
         cold, warm = [], []
-        for k in range(repeats):  # each round a new learning rate: new steps to compile
+        for k in range(repeats):
             lr = 2e-3 * (k + 1)
-            cold.append(trial_seconds(study, first, splits, seed=0, lr=lr))
-            warm.append(trial_seconds(study, first, splits, seed=1, lr=lr))  # read back
+            with compilation_cache(backend == "jax", enabled=False):  # as every trial was
+                cold.append(trial_seconds(study, first, splits, seed=0, lr=lr))
+            trial_seconds(study, first, splits, seed=0, lr=lr)  # compiles and stores
+            warm.append(trial_seconds(study, first, splits, seed=1, lr=lr))  # reads back
         cold, warm = min(cold), min(warm)  # best of: the machine's noise only slows a run
         rows += [
             {
@@ -277,6 +307,8 @@ def run(
                 rates[label].append(rate)
         for label, (size, _) in setups.items():
             rows.append(_hot(base, first, fast, size, label, max(rates[label]), study, repeats))
+    if backend == "jax":
+        persist_jax_compilations()  # back to the state dir's cache (the scratch one is gone)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -290,8 +322,6 @@ def _hot(
     study: Study,
     repeats: int,
 ) -> dict:
-    from cnnstudy.tracking import device_description
-
     macs = macs_per_image(study, variant)
     peak = peak_tflops(device_description(), precision)
     return {
@@ -346,7 +376,7 @@ def sweep_row(study_path: str, sets: list[str], workers: int = 0) -> dict:
 
 def render(df: pd.DataFrame, name: str) -> str:
     from cnnstudy.report.builder import markdown_table
-    from cnnstudy.tracking import device_description, package_versions
+    from cnnstudy.tracking import package_versions
 
     def table(part: pd.DataFrame, cols: list[str], digits: int = 3) -> str:
         part = part[[c for c in cols if c in part and part[c].notna().any()]]
@@ -368,6 +398,8 @@ def render(df: pd.DataFrame, name: str) -> str:
         "and its callbacks; 1.0 = no overhead).",
         "",
         "## Throughput per variant and precision",
+        "",
+        "Inference images/s are measured at batch 256 on the test split.",
         "",
         table(
             tp,
@@ -493,8 +525,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="sweep with n workers")
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args(argv)
-    from cnnstudy.tracking import device_description
-
     if not machine_name().startswith("gpu-") and not os.environ.get("CNNSTUDY_BENCH_ANY_DEVICE"):
         print(
             f"bench-gpu: no GPU is visible to Keras's {os.environ.get('KERAS_BACKEND')} backend "
@@ -514,8 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         old = pd.read_csv(csv) if csv.exists() else None
         df = run(args.study)
-        if old is not None:  # keep an earlier sweep row
-            df = pd.concat([df, old[old["section"] == "sweep"]], ignore_index=True)
+        if old is not None:  # keep an earlier sweep of the same backend and study
+            same = (old["backend"] == df["backend"].iloc[0]) & (old["study"] == df["study"].iloc[0])
+            df = pd.concat([df, old[(old["section"] == "sweep") & same]], ignore_index=True)
     path = write(df[COLUMNS], out)
     print(render(df, bench_name()))
     print(f"wrote {path} and .csv")

@@ -51,10 +51,13 @@ def persist_jax_compilations() -> None:
     ``$JAX_COMPILATION_CACHE_DIR``, else ``<state dir>/jax-cache``. Every trial builds a new
     model, and JAX would compile its train, test and predict steps again; a trial of a variant
     and learning rate seen before (another seed, a resumed sweep, another worker) reads them
-    back instead: 7 s -> 0.9 s per short trial on a CPU (`make bench`)."""
+    back instead (`make bench-gpu`'s compilation rows). CNNSTUDY_JAX_CACHE=0 turns it off."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
+    if os.environ.get("CNNSTUDY_JAX_CACHE") == "0":
+        jax.config.update("jax_enable_compilation_cache", False)
+        return
     current = jax.config.jax_compilation_cache_dir
     if current and current not in _JAX_CACHES_SET:
         return  # the user's own JAX_COMPILATION_CACHE_DIR

@@ -101,7 +101,11 @@ def test_gpu_peaks_and_mfu_arithmetic():
     assert bench_gpu.peak_tflops("NVIDIA H100 80GB HBM3", "mixed_bfloat16") == 989.4
     assert bench_gpu.peak_tflops("NVIDIA H100 PCIe", "float32") == 378.0
     assert bench_gpu.peak_tflops("NVIDIA H200", "float32") == 494.7
-    assert np.isnan(bench_gpu.peak_tflops("cpu (x86_64, 2 cores)", "float32"))
+    assert bench_gpu.peak_tflops("NVIDIA H100 NVL", "mixed_bfloat16") == 835.5
+    assert bench_gpu.peak_tflops("NVIDIA L40S", "mixed_bfloat16") == 362.0  # not the L4's
+    assert bench_gpu.peak_tflops("NVIDIA L4", "mixed_bfloat16") == 121.0
+    for unknown in ("NVIDIA RTX A1000", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "cpu (x86_64)"):
+        assert np.isnan(bench_gpu.peak_tflops(unknown, "float32")), unknown
     # 50,000 images/s of a 215 M-MAC model: 6 x 215e6 x 5e4 = 64.5 TFLOP/s of 989.4
     assert bench_gpu.mfu(5e4, 215e6, 989.4, train=True) == pytest.approx(0.06519, rel=1e-3)
     assert bench_gpu.mfu(5e4, 215e6, 989.4, train=False) == pytest.approx(0.06519 / 3, rel=1e-3)
@@ -119,9 +123,19 @@ def test_cifar10_models_macs_are_counted_from_its_layers():
     assert convs < macs < convs * 1.01  # pools and the head add well under 1%
 
 
-def test_gpu_bench_runs_every_section_and_renders_its_ratios(isolated_store):
-    """The whole bench on a CPU, shrunk: one variant, 200 images of the smoke study."""
+@pytest.fixture
+def on_a_cpu(monkeypatch):
+    """bench_gpu sees a CPU, also where the tests run on a GPU machine."""
     from cnnstudy import bench_gpu
+
+    monkeypatch.setattr(bench_gpu, "device_description", lambda: "cpu (test, 2 cores)")
+    monkeypatch.setattr(bench_gpu, "machine_name", lambda: "cpu-test")
+    return bench_gpu
+
+
+def test_gpu_bench_runs_every_section_and_renders_its_ratios(isolated_store, on_a_cpu):
+    """The whole bench on a CPU, shrunk: one variant, 200 images of the smoke study."""
+    bench_gpu = on_a_cpu
 
     df = bench_gpu.run(
         str(ROOT / "experiments/smoke.toml"), limit=200, variants=["same_maxpool"], repeats=1
@@ -153,9 +167,9 @@ def test_gpu_bench_runs_every_section_and_renders_its_ratios(isolated_store):
 
 
 def test_gpu_bench_refuses_without_a_gpu_and_adds_a_timed_sweep(
-    isolated_store, monkeypatch, capsys
+    isolated_store, monkeypatch, capsys, on_a_cpu
 ):
-    from cnnstudy import bench_gpu
+    bench_gpu = on_a_cpu
 
     monkeypatch.delenv("CNNSTUDY_BENCH_ANY_DEVICE", raising=False)
     assert bench_gpu.main([str(ROOT / "experiments/smoke.toml")]) == 2

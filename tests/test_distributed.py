@@ -99,14 +99,17 @@ def test_dead_worker_leaves_named_missing_trials_and_a_rerun_finishes_them(smoke
 
 
 def test_jax_workers_share_the_gpu_memory_unless_the_user_set_it(monkeypatch):
+    import keras
+
     from cnnstudy.run.distributed import worker_threads
 
     for var in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    backend = keras.backend.backend()
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     assert worker_threads(2)["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.3")
     assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in worker_threads(2)
-    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend if backend != "jax" else "torch")
     monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION")
     assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in worker_threads(2)

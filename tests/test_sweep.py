@@ -235,6 +235,8 @@ def test_a_nan_loss_fails_the_fit_and_only_the_batch_check_hooks_every_batch(
         or type(c).on_train_batch_end is not base.on_train_batch_end
     ]  # fmt: skip
     assert len(per_batch) == (nan_check == "batch")
+    with pytest.raises(ValueError, match="nan_check"):
+        training.fit(model, splits, seed=0, epochs=1, batch_size=32, nan_check="step")
 
 
 def test_seeded_batches_serve_the_epochs_order_with_each_images_own_shift():

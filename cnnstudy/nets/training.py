@@ -151,6 +151,8 @@ def fit(
     run trains out the epoch it diverged in. `make bench-gpu` measures the two side by side:
     on a 2-core CPU under JAX, "epoch" is slower (host and XLA share the cores), so "batch"
     stays until a GPU measurement says otherwise."""
+    if nan_check not in ("batch", "epoch"):
+        raise ValueError(f"nan_check must be 'batch' or 'epoch', not {nan_check!r}")
     clock = _TrainClock()
     result = FitResult(history={m: [] for m in EPOCH_METRICS})
     batches = SeededBatches(splits.x_train, splits.y_train, batch_size, seed, augment_shift)

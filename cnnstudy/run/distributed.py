@@ -130,7 +130,9 @@ def worker_threads(n_workers: int) -> dict[str, str]:
         "OMP_NUM_THREADS": threads,
     }
     jax_memory = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")
-    if os.environ.get("KERAS_BACKEND") == "jax" and not any(v in os.environ for v in jax_memory):
+    import keras
+
+    if keras.backend.backend() == "jax" and not any(v in os.environ for v in jax_memory):
         out["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     return out
 

@@ -84,7 +84,11 @@ def device_description() -> str:
 
             gpus = tf.config.list_physical_devices("GPU")
             if gpus:
-                return ", ".join(g.name for g in gpus)
+                names = [
+                    tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                    for g in gpus
+                ]
+                return ", ".join(names)
     except Exception:  # noqa: BLE001 - provenance must never stop a sweep
         pass
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
