@@ -56,8 +56,8 @@ def test_atlas_studies_differ_from_default_only_where_they_say():
 def test_tuning_trials_take_tune_epochs_capped_at_the_replicates():
     study = load_study(ROOT / "experiments/default.toml")
     assert (study.trial_epochs(tuning=True), study.trial_epochs(tuning=False)) == (3, 12)
-    # 8 variants x (2 lr x 2 tuning seeds x 4 epochs + 3 seeds x 12 epochs): the ETA's work
-    assert study.n_epochs == 8 * (2 * 2 * 4 + 3 * 12)
+    # 8 variants x (2 lr x 2 tuning seeds x 3 epochs + 3 seeds x 12 epochs): the ETA's work
+    assert study.n_epochs == 8 * (2 * 2 * 3 + 3 * 12)
     short = load_study(ROOT / "experiments/default.toml", ["fixed.epochs=2"])
     assert (short.trial_epochs(tuning=True), short.trial_epochs(tuning=False)) == (2, 2)
     whole = load_study(ROOT / "experiments/default.toml", ["study.tune_epochs=0"])
