@@ -356,9 +356,14 @@ def sweep_row(study_path: str, sets: list[str], workers: int = 0) -> dict:
             [*cmd, *args], cwd=tmp, env=dict(os.environ), capture_output=True, text=True
         )
         seconds = time.perf_counter() - start
-        runs = mlflow.search_runs(experiment_names=[study.name])
-    trials = runs[runs["tags.cnnstudy.kind"] == "trial"] if len(runs) else runs
-    finished = int((trials["status"] == "FINISHED").sum()) if len(trials) else 0
+        # that store by its own URI: the process may have set another with set_tracking_uri
+        client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+        experiment = client.get_experiment_by_name(study.name)
+        runs = (
+            client.search_runs([experiment.experiment_id], max_results=50000) if experiment else []
+        )
+    trials = [r for r in runs if r.data.tags.get("cnnstudy.kind") == "trial"]
+    finished = sum(r.info.status == "FINISHED" for r in trials)
     note = f"{finished}/{study.n_trials} trials finished"
     if proc.returncode != 0:
         note += f"; exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
