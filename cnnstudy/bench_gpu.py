@@ -104,7 +104,9 @@ def macs_per_image(study: Study, variant: Variant) -> float:
 # ---------------------------------------------------------------- one measurement
 
 
-def _model(study: Study, variant: Variant, precision: str, batch: int, steps: int, lr: float = 0.0):
+def _model(
+    study: Study, variant: Variant, precision: str, batch: int, n_train: int, lr: float = 0.0
+):
     import keras
 
     from cnnstudy.nets.models import build_model, compile_model
@@ -115,7 +117,7 @@ def _model(study: Study, variant: Variant, precision: str, batch: int, steps: in
     settings = {**study.settings(nuisance, variant), "precision": precision, "batch_size": batch}
     keras.utils.set_random_seed(0)
     model = build_model(variant, settings, study.input_shape, study.n_classes)
-    return compile_model(model, settings, steps_per_epoch=steps), settings
+    return compile_model(model, settings, steps_per_epoch=-(-n_train // batch)), settings
 
 
 def bare_rate(study: Study, variant: Variant, precision: str, batch: int, splits: Splits) -> float:
@@ -124,7 +126,7 @@ def bare_rate(study: Study, variant: Variant, precision: str, batch: int, splits
     from cnnstudy.nets.training import _TrainClock
 
     n = len(splits.y_train)
-    model, _ = _model(study, variant, precision, batch, -(-n // batch))
+    model, _ = _model(study, variant, precision, batch, n)
     clock = _TrainClock()
     model.fit(
         splits.x_train, splits.y_train, batch_size=batch, epochs=3, callbacks=[clock], verbose=0
@@ -144,7 +146,7 @@ def harness_rate(
     and inference images/s on the test split."""
     from cnnstudy.nets import training
 
-    model, settings = _model(study, variant, precision, batch, -(-len(splits.y_train) // batch))
+    model, settings = _model(study, variant, precision, batch, len(splits.y_train))
     fit = training.fit(
         model,
         splits,
@@ -184,8 +186,7 @@ def trial_seconds(study: Study, variant: Variant, splits: Splits, seed: int, lr:
     start = time.perf_counter()
     precision = study.fixed["precision"]
     batch = study.fixed["batch_size"]
-    steps = -(-len(splits.y_train) // batch)
-    model, settings = _model(study, variant, precision, batch, steps, lr)
+    model, settings = _model(study, variant, precision, batch, len(splits.y_train), lr)
     training.fit(
         model,
         splits,
